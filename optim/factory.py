@@ -1,0 +1,93 @@
+"""Builds an optimizer from a method name and its hyperparameters (gin)."""
+
+from typing import Optional
+
+import gin
+
+from optim.scaled_adagrad import ScaledAdagrad
+from optim.scaled_adam import ScaledAdam
+
+# method name -> (base optimizer, clipping rule)
+METHODS = {
+    "naive": (ScaledAdagrad, "naive"),
+    "gc": (ScaledAdagrad, "gc"),
+    "agc": (ScaledAdagrad, "agc"),
+    "lamb": (ScaledAdagrad, "lamb"),
+    "clippy": (ScaledAdagrad, "clippy"),
+    "adam": (ScaledAdam, "naive"),
+    "clippy_adam": (ScaledAdam, "clippy"),
+}
+
+
+@gin.configurable
+def build_optimizer(method: str = gin.REQUIRED,
+                    learning_rate=gin.REQUIRED,
+                    *,
+                    clip_norm: Optional[float] = None,
+                    clip_factor: Optional[float] = None,
+                    agc_eps: float = 1e-3,
+                    unitwise: bool = False,
+                    trust_coefficient: Optional[float] = None,
+                    lambda_rel: float = 0.5,
+                    lambda_abs: float = 1e-2,
+                    initial_accumulator_value: float = 0.1,
+                    epsilon: float = 1e-7,
+                    accumulator_update: str = "standard",
+                    beta_1: float = 0.9,
+                    beta_2: float = 0.999,
+                    record_diagnostics: bool = True,
+                    name: Optional[str] = None):
+  """The optimizer of one method of the paper, with the paper's defaults.
+
+  Args:
+    method: one of METHODS: naive (Adagrad), gc, agc, lamb, clippy (all on
+      Adagrad), adam, clippy_adam.
+    learning_rate: eta, a float or a tf.keras LearningRateSchedule.
+    clip_norm: GC threshold lambda (paper grid {1e-1, 1e-2, 1e-3}).
+    clip_factor: AGC threshold lambda (paper grid {1e-2, 1e-3, 1e-4}).
+    agc_eps: AGC floor on ||w|| (NFNets: 1e-3).
+    unitwise: AGC per output unit instead of per layer.
+    trust_coefficient: LAMB mu (paper grid {1e-1, 1e-2, 1e-3}).
+    lambda_rel: Clippy relative threshold (paper: 0.5).
+    lambda_abs: Clippy absolute threshold (paper: 1e-2).
+    initial_accumulator_value: Adagrad G_0 (paper: 0.1).
+    epsilon: Adagrad / Adam epsilon.
+    accumulator_update: Adagrad accumulator feed: "standard" (original
+      gradient, eq. 5), "clipped" or "delayed".
+    beta_1: Adam first-moment decay.
+    beta_2: Adam second-moment decay.
+    record_diagnostics: store per-variable diagnostics every step.
+    name: optimizer name; defaults to the method.
+
+  Returns:
+    A ScaledAdagrad or ScaledAdam.
+
+  Raises:
+    ValueError: unknown method, a threshold the method needs but was not
+      given, one given that the method does not use, or a value out of range.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown optimizer method {method!r}; expected one of "
+                     f"{sorted(METHODS)}.")
+  base, rule = METHODS[method]
+  thresholds = {"clip_norm": clip_norm, "clip_factor": clip_factor,
+                "trust_coefficient": trust_coefficient}
+  params = {
+      "naive": {},
+      "gc": {"clip_norm": clip_norm},
+      "agc": {"clip_factor": clip_factor, "eps": agc_eps,
+              "unitwise": unitwise},
+      "lamb": {"trust_coefficient": trust_coefficient},
+      "clippy": {"lambda_rel": lambda_rel, "lambda_abs": lambda_abs},
+  }[rule]
+  stray = sorted(k for k, v in thresholds.items()
+                 if v is not None and k not in params)
+  if stray:
+    raise ValueError(f"Optimizer method {method!r} does not use {stray}.")
+  common = dict(learning_rate=learning_rate, clipping=rule,
+                clipping_params=params, epsilon=epsilon,
+                record_diagnostics=record_diagnostics, name=name or method)
+  if base is ScaledAdam:
+    return ScaledAdam(beta_1=beta_1, beta_2=beta_2, **common)
+  return ScaledAdagrad(initial_accumulator_value=initial_accumulator_value,
+                       accumulator_update=accumulator_update, **common)

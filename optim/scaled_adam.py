@@ -1,0 +1,93 @@
+"""Adam scaled per layer by a clipping rule: Clippy on Adam (paper 4.3.3)."""
+
+import tensorflow as tf
+
+from optim.scaled_optimizer import RuleScaledOptimizer
+
+
+@tf.keras.utils.register_keras_serializable(package="optim")
+class ScaledAdam(RuleScaledOptimizer):
+  r"""Adam whose step is scaled per variable by a clipping rule.
+
+  Tang et al., KDD 2023 (arXiv 2302.09178), section 4.3.3: Clippy applies to
+  any optimizer by clipping its update. With Keras' Adam step (Kingma & Ba
+  2015, epsilon as tf.keras.optimizers.Adam places it):
+
+      m_t = b1 m_{t-1} + (1 - b1) g_t,    v_t = b2 v_{t-1} + (1 - b2) g_t^2,
+      r_t = m_t / (1 - b1^t) * sqrt(1 - b2^t) / (sqrt(v_t) + eps),
+      w_{t+1} = w_t - eta_t * sigma_t * r_t.
+
+  clipping="naive" is exactly tf.keras Adam; clipping="clippy" is Clippy-Adam.
+  A sparse gradient is densified: Adam's moments decay on every row anyway,
+  so every row moves and the rule must see all of them.
+  """
+
+  def __init__(self,
+               learning_rate=0.001,
+               clipping: str = "clippy",
+               clipping_params=None,
+               beta_1: float = 0.9,
+               beta_2: float = 0.999,
+               epsilon: float = 1e-7,
+               record_diagnostics: bool = True,
+               name: str = "ScaledAdam",
+               **kwargs):
+    """Creates the optimizer.
+
+    Args:
+      learning_rate: eta, a float or a LearningRateSchedule.
+      clipping: name of the rule in `optim.rules.RULES`.
+      clipping_params: the rule's hyperparameters.
+      beta_1: decay of the first moment, in [0, 1).
+      beta_2: decay of the second moment, in [0, 1).
+      epsilon: added to sqrt(v_t), > 0.
+      record_diagnostics: store per-variable diagnostics each step.
+      name: name scope of the optimizer's variables.
+      **kwargs: passed to `tf.keras.optimizers.Optimizer`.
+
+    Raises:
+      ValueError: unknown rule or a hyperparameter out of range.
+    """
+    for key, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
+      if not 0 <= beta < 1:
+        raise ValueError(f"{key} must be in [0, 1), got {beta!r}.")
+    if not epsilon > 0:
+      raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
+    super().__init__(learning_rate=learning_rate, clipping=clipping,
+                     clipping_params=clipping_params,
+                     record_diagnostics=record_diagnostics, name=name,
+                     **kwargs)
+    self.beta_1 = beta_1
+    self.beta_2 = beta_2
+    self.epsilon = epsilon
+
+  def build_slots(self, var_list):
+    self._momentums = [
+        self.add_variable_from_reference(var, "m") for var in var_list]
+    self._velocities = [
+        self.add_variable_from_reference(var, "v") for var in var_list]
+
+  def update_step(self, gradient, variable):
+    dtype = variable.dtype
+    lr = tf.cast(self.learning_rate, dtype)
+    step = tf.cast(self.iterations + 1, dtype)
+    beta_1 = tf.cast(self.beta_1, dtype)
+    beta_2 = tf.cast(self.beta_2, dtype)
+    grad = tf.convert_to_tensor(gradient)
+    m = self.slot(self._momentums, variable)
+    v = self.slot(self._velocities, variable)
+    m.assign_add((grad - m) * (1 - beta_1))
+    v.assign_add((tf.square(grad) - v) * (1 - beta_2))
+    correction = tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+    direction = m * correction / (tf.sqrt(v) + tf.cast(self.epsilon, dtype))
+    sigma = self.scale(grad, variable, direction, lr, variable)
+    variable.assign_sub((lr * direction) * sigma)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "beta_1": self.beta_1,
+        "beta_2": self.beta_2,
+        "epsilon": self.epsilon,
+    })
+    return config

@@ -1,0 +1,122 @@
+"""Base class for optimizers whose step is scaled per variable by a rule.
+
+Paper (Tang et al. 2023, section 4.3.1, eq. 5): every method is a base
+optimizer with direction r_t and a per-layer factor sigma_t,
+
+    w_{t+1} = w_t - eta_t * sigma_t * r_t.
+
+Subclasses say how r_t is made (Adagrad, Adam); this class holds the rule
+that makes sigma_t (one function from `optim.rules`), its hyperparameters,
+the per-variable diagnostics and the config round trip.
+"""
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from optim import rules
+
+# Order of the per-variable diagnostics vector (paper Figures 4b, 6, 7).
+DIAGNOSTICS = ("sigma", "grad_norm", "grad_to_weight_norm",
+               "max_direction_to_weight")
+
+
+def diagnostics_vector(grad, var, direction, sigma) -> tf.Tensor:
+  """[sigma_t, ||g||_2, ||g||_2/||w||_2, ||r/w||_inf] of one variable.
+
+  sigma_t is the smallest factor applied (unit-wise AGC has one per unit).
+  Ratios over a zero weight are undefined and left out: ||g||/||w|| is 0 when
+  ||w|| = 0, and ||r/w||_inf is the largest |r_i|/|w_i| over w_i != 0.
+  """
+  g_norm = tf.norm(tf.reshape(grad, [-1]))
+  w_norm = tf.norm(tf.reshape(var, [-1]))
+  ratio = tf.math.divide_no_nan(tf.abs(direction), tf.abs(var))
+  return tf.stack([
+      tf.reduce_min(sigma),
+      g_norm,
+      tf.math.divide_no_nan(g_norm, w_norm),
+      tf.reduce_max(ratio),
+  ])
+
+
+class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
+  """A Keras optimizer whose per-variable step is scaled by a clipping rule.
+
+  Subclasses implement `update_step` with `self.scale(...)` between the
+  direction and the variable update.
+
+  Attributes:
+    clipping: name of the rule in `optim.rules.RULES`.
+    clipping_params: the rule's hyperparameters, defaults filled in.
+    record_diagnostics: whether each step stores DIAGNOSTICS per variable,
+      read with `diagnostics()`.
+  """
+
+  def __init__(self,
+               learning_rate=0.001,
+               clipping: str = "naive",
+               clipping_params: Optional[Dict] = None,
+               record_diagnostics: bool = True,
+               name: str = "RuleScaledOptimizer",
+               **kwargs):
+    super().__init__(name=name, **kwargs)
+    self._learning_rate = self._build_learning_rate(learning_rate)
+    self.clipping = clipping
+    self.clipping_params = rules.validate_hyperparameters(
+        clipping, dict(clipping_params or {}))
+    self._rule = rules.make_rule(clipping, **self.clipping_params)
+    self.record_diagnostics = record_diagnostics
+    self._diagnostics = []
+
+  def build(self, var_list):
+    super().build(var_list)
+    if getattr(self, "_built", False):
+      return
+    self._built = True
+    self._scaled_variables = list(var_list)
+    self._diagnostics = []
+    if self.record_diagnostics:
+      for var in var_list:
+        self._diagnostics.append(
+            self.add_variable_from_reference(
+                var, "diagnostics", shape=(len(DIAGNOSTICS),)))
+    self.build_slots(var_list)
+
+  def build_slots(self, var_list):
+    """Creates the base optimizer's own per-variable state."""
+    raise NotImplementedError
+
+  def slot(self, slots, variable):
+    """The entry of a per-variable list (built in `build`) for `variable`."""
+    return slots[self._index_dict[self._var_key(variable)]]
+
+  def scale(self, grad, var, direction, lr, variable):
+    """sigma_t of the configured rule; records diagnostics for `variable`."""
+    sigma = self._rule(grad, var, direction, lr)
+    if self.record_diagnostics:
+      self.slot(self._diagnostics, variable).assign(
+          diagnostics_vector(grad, var, direction, sigma))
+    return sigma
+
+  def diagnostics(self) -> Dict[str, Dict[str, tf.Tensor]]:
+    """The last step's diagnostics: {variable name: {DIAGNOSTICS[i]: value}}.
+
+    Empty before the first step or when `record_diagnostics` is False.
+    """
+    out = {}
+    if not self._diagnostics:
+      return out
+    for var, diag in zip(self._scaled_variables, self._diagnostics):
+      values = tf.convert_to_tensor(diag)
+      out[var.name] = {k: values[i] for i, k in enumerate(DIAGNOSTICS)}
+    return out
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "learning_rate": self._serialize_hyperparameter(self._learning_rate),
+        "clipping": self.clipping,
+        "clipping_params": dict(self.clipping_params),
+        "record_diagnostics": self.record_diagnostics,
+    })
+    return config

@@ -1,0 +1,1 @@
+"""Models, trainer and evaluation (grow here with the models and training issues)."""
