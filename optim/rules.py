@@ -44,7 +44,7 @@ def gc_scale(grad, var, direction, lr, *, clip_norm):
   """
   del var, direction, lr
   g_norm = _norm(grad)
-  ratio = tf.math.divide_no_nan(tf.cast(clip_norm, grad.dtype), g_norm)
+  ratio = tf.math.divide_no_nan(tf.constant(clip_norm, grad.dtype), g_norm)
   return tf.minimum(1.0, tf.where(g_norm == 0.0, tf.ones_like(ratio), ratio))
 
 
@@ -90,12 +90,13 @@ def lamb_scale(grad, var, direction, lr, *, trust_coefficient):
                   tf.ones_like(ratio))
 
 
-def clippy_scale(grad, var, direction, lr, *, lambda_rel, lambda_abs):
+def clippy_scale(grad, var, direction, lr, *, lambda_rel=0.5, lambda_abs=1e-2):
   """Clippy (paper Algorithm 1): the L-infinity, update-based clipping factor.
 
   sigma_t = min(1, min_i (lambda_rel * |w_i| + lambda_abs) / (eta_t * |r_i|)),
   over the coordinates with r_i != 0, so that every applied update satisfies
   |eta_t * sigma_t * r_i| <= lambda_rel * |w_i| + lambda_abs.
+  Defaults are the paper's (lambda_rel = 0.5, lambda_abs = 1e-2).
   """
   del grad
   step = lr * direction

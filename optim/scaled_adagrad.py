@@ -92,7 +92,7 @@ class ScaledAdagrad(RuleScaledOptimizer):
     self._accumulators = [
         self.add_variable_from_reference(
             var, "accumulator",
-            initial_value=tf.fill(var.shape, tf.cast(
+            initial_value=tf.fill(var.shape, tf.constant(
                 self.initial_accumulator_value, var.dtype)))
         for var in var_list
     ]
@@ -115,7 +115,7 @@ class ScaledAdagrad(RuleScaledOptimizer):
     if self.accumulator_update == "standard":
       add_to(accumulator, tf.square(grad))
     direction = grad * tf.math.rsqrt(
-        rows(accumulator) + tf.cast(self.epsilon, variable.dtype))
+        rows(accumulator) + tf.constant(self.epsilon, variable.dtype))
     sigma = self.scale(grad, rows(variable), direction, lr, variable)
     if self.accumulator_update == "clipped":
       add_to(accumulator, tf.square(sigma * grad))

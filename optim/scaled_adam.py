@@ -24,7 +24,7 @@ class ScaledAdam(RuleScaledOptimizer):
 
   def __init__(self,
                learning_rate=0.001,
-               clipping: str = "clippy",
+               clipping: str = "naive",
                clipping_params=None,
                beta_1: float = 0.9,
                beta_2: float = 0.999,
@@ -71,15 +71,15 @@ class ScaledAdam(RuleScaledOptimizer):
     dtype = variable.dtype
     lr = tf.cast(self.learning_rate, dtype)
     step = tf.cast(self.iterations + 1, dtype)
-    beta_1 = tf.cast(self.beta_1, dtype)
-    beta_2 = tf.cast(self.beta_2, dtype)
+    beta_1 = tf.constant(self.beta_1, dtype)
+    beta_2 = tf.constant(self.beta_2, dtype)
     grad = tf.convert_to_tensor(gradient)
     m = self.slot(self._momentums, variable)
     v = self.slot(self._velocities, variable)
     m.assign_add((grad - m) * (1 - beta_1))
     v.assign_add((tf.square(grad) - v) * (1 - beta_2))
     correction = tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-    direction = m * correction / (tf.sqrt(v) + tf.cast(self.epsilon, dtype))
+    direction = m * correction / (tf.sqrt(v) + tf.constant(self.epsilon, dtype))
     sigma = self.scale(grad, variable, direction, lr, variable)
     variable.assign_sub((lr * direction) * sigma)
 

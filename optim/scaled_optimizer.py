@@ -101,14 +101,17 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
   def diagnostics(self) -> Dict[str, Dict[str, tf.Tensor]]:
     """The last step's diagnostics: {variable name: {DIAGNOSTICS[i]: value}}.
 
-    Empty before the first step or when `record_diagnostics` is False.
+    Empty before the first step or when `record_diagnostics` is False. A
+    name shared by several variables gets a suffix _1, _2, ... in the order
+    the optimizer was built with.
     """
     out = {}
-    if not self._diagnostics:
-      return out
     for var, diag in zip(self._scaled_variables, self._diagnostics):
       values = tf.convert_to_tensor(diag)
-      out[var.name] = {k: values[i] for i, k in enumerate(DIAGNOSTICS)}
+      key, n = var.name, 1
+      while key in out:  # variable names need not be unique
+        key, n = f"{var.name}_{n}", n + 1
+      out[key] = {k: values[i] for i, k in enumerate(DIAGNOSTICS)}
     return out
 
   def get_config(self):
