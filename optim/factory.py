@@ -36,6 +36,7 @@ def build_optimizer(method: str = gin.REQUIRED,
                     beta_1: float = 0.9,
                     beta_2: float = 0.999,
                     record_diagnostics: bool = True,
+                    diagnostics_every: int = 1,
                     name: Optional[str] = None):
   """The optimizer of one method of the paper, with the paper's defaults.
 
@@ -56,7 +57,9 @@ def build_optimizer(method: str = gin.REQUIRED,
       gradient, eq. 5), "clipped" or "delayed".
     beta_1: Adam first-moment decay.
     beta_2: Adam second-moment decay.
-    record_diagnostics: store per-variable diagnostics every step.
+    record_diagnostics: store per-variable diagnostics (paper Fig. 4b, 6, 7).
+    diagnostics_every: compute their norms every this many steps; sigma is
+      stored every step. Set it to the summary interval.
     name: optimizer name; defaults to the method.
 
   Returns:
@@ -86,7 +89,8 @@ def build_optimizer(method: str = gin.REQUIRED,
     raise ValueError(f"Optimizer method {method!r} does not use {stray}.")
   common = dict(learning_rate=learning_rate, clipping=rule,
                 clipping_params=params, epsilon=epsilon,
-                record_diagnostics=record_diagnostics, name=name or method)
+                record_diagnostics=record_diagnostics,
+                diagnostics_every=diagnostics_every, name=name or method)
   if base is ScaledAdam:
     return ScaledAdam(beta_1=beta_1, beta_2=beta_2, **common)
   return ScaledAdagrad(initial_accumulator_value=initial_accumulator_value,

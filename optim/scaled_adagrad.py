@@ -45,6 +45,7 @@ class ScaledAdagrad(RuleScaledOptimizer):
                epsilon: float = 1e-7,
                accumulator_update: str = "standard",
                record_diagnostics: bool = True,
+               diagnostics_every: int = 1,
                name: str = "ScaledAdagrad",
                **kwargs):
     """Creates the optimizer.
@@ -60,7 +61,9 @@ class ScaledAdagrad(RuleScaledOptimizer):
       accumulator_update: "standard" (eq. 5, the original gradient),
         "clipped" or "delayed"; see ACCUMULATOR_UPDATES.
       record_diagnostics: store sigma, ||g||, ||g||/||w||, ||r/w||_inf per
-        variable each step (read with `diagnostics()`).
+        variable (read with `diagnostics()`).
+      diagnostics_every: compute the norms every this many steps (sigma is
+        stored every step).
       name: name scope of the optimizer's variables.
       **kwargs: passed to `tf.keras.optimizers.Optimizer`.
 
@@ -82,7 +85,8 @@ class ScaledAdagrad(RuleScaledOptimizer):
                        "0: the first step would divide by zero.")
     super().__init__(learning_rate=learning_rate, clipping=clipping,
                      clipping_params=clipping_params,
-                     record_diagnostics=record_diagnostics, name=name,
+                     record_diagnostics=record_diagnostics,
+                     diagnostics_every=diagnostics_every, name=name,
                      **kwargs)
     self.initial_accumulator_value = initial_accumulator_value
     self.epsilon = epsilon
@@ -121,7 +125,7 @@ class ScaledAdagrad(RuleScaledOptimizer):
       add_to(accumulator, tf.square(sigma * grad))
     elif self.accumulator_update == "delayed":
       add_to(accumulator, tf.square(grad))
-    add_to(variable, -(lr * direction) * sigma)
+    add_to(variable, direction * -(lr * sigma))
 
   def get_config(self):
     config = super().get_config()

@@ -30,6 +30,7 @@ class ScaledAdam(RuleScaledOptimizer):
                beta_2: float = 0.999,
                epsilon: float = 1e-7,
                record_diagnostics: bool = True,
+               diagnostics_every: int = 1,
                name: str = "ScaledAdam",
                **kwargs):
     """Creates the optimizer.
@@ -41,7 +42,8 @@ class ScaledAdam(RuleScaledOptimizer):
       beta_1: decay of the first moment, in [0, 1).
       beta_2: decay of the second moment, in [0, 1).
       epsilon: added to sqrt(v_t), > 0.
-      record_diagnostics: store per-variable diagnostics each step.
+      record_diagnostics: store per-variable diagnostics.
+      diagnostics_every: compute the norms every this many steps.
       name: name scope of the optimizer's variables.
       **kwargs: passed to `tf.keras.optimizers.Optimizer`.
 
@@ -55,7 +57,8 @@ class ScaledAdam(RuleScaledOptimizer):
       raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
     super().__init__(learning_rate=learning_rate, clipping=clipping,
                      clipping_params=clipping_params,
-                     record_diagnostics=record_diagnostics, name=name,
+                     record_diagnostics=record_diagnostics,
+                     diagnostics_every=diagnostics_every, name=name,
                      **kwargs)
     self.beta_1 = beta_1
     self.beta_2 = beta_2
@@ -81,7 +84,7 @@ class ScaledAdam(RuleScaledOptimizer):
     correction = tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
     direction = m * correction / (tf.sqrt(v) + tf.constant(self.epsilon, dtype))
     sigma = self.scale(grad, variable, direction, lr, variable)
-    variable.assign_sub((lr * direction) * sigma)
+    variable.assign_sub(direction * (lr * sigma))
 
   def get_config(self):
     config = super().get_config()

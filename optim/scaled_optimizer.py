@@ -28,8 +28,8 @@ def diagnostics_vector(grad, var, direction, sigma) -> tf.Tensor:
   Ratios over a zero weight are undefined and left out: ||g||/||w|| is 0 when
   ||w|| = 0, and ||r/w||_inf is the largest |r_i|/|w_i| over w_i != 0.
   """
-  g_norm = tf.norm(tf.reshape(grad, [-1]))
-  w_norm = tf.norm(tf.reshape(var, [-1]))
+  g_norm = rules.l2_norm(grad)
+  w_norm = rules.l2_norm(var)
   ratio = tf.math.divide_no_nan(tf.abs(direction), tf.abs(var))
   return tf.stack([
       tf.reduce_min(sigma),
@@ -48,8 +48,11 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
   Attributes:
     clipping: name of the rule in `optim.rules.RULES`.
     clipping_params: the rule's hyperparameters, defaults filled in.
-    record_diagnostics: whether each step stores DIAGNOSTICS per variable,
-      read with `diagnostics()`.
+    record_diagnostics: whether steps store DIAGNOSTICS per variable, read
+      with `diagnostics()`.
+    diagnostics_every: sigma is stored every step (it costs nothing); the
+      norms, which cost passes over every weight, every this many steps
+      (when iterations % diagnostics_every == 0) and kept in between.
   """
 
   def __init__(self,
@@ -57,8 +60,12 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
                clipping: str = "naive",
                clipping_params: Optional[Dict] = None,
                record_diagnostics: bool = True,
+               diagnostics_every: int = 1,
                name: str = "RuleScaledOptimizer",
                **kwargs):
+    if not (isinstance(diagnostics_every, int) and diagnostics_every >= 1):
+      raise ValueError("diagnostics_every must be an integer >= 1, got "
+                       f"{diagnostics_every!r}.")
     super().__init__(name=name, **kwargs)
     self._learning_rate = self._build_learning_rate(learning_rate)
     self.clipping = clipping
@@ -66,6 +73,8 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
         clipping, dict(clipping_params or {}))
     self._rule = rules.make_rule(clipping, **self.clipping_params)
     self.record_diagnostics = record_diagnostics
+    self.diagnostics_every = diagnostics_every
+    self._scaled_variables = []
     self._diagnostics = []
 
   def build(self, var_list):
@@ -94,8 +103,15 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     """sigma_t of the configured rule; records diagnostics for `variable`."""
     sigma = self._rule(grad, var, direction, lr)
     if self.record_diagnostics:
-      self.slot(self._diagnostics, variable).assign(
-          diagnostics_vector(grad, var, direction, sigma))
+      stored = self.slot(self._diagnostics, variable)
+      if self.diagnostics_every == 1:
+        stored.assign(diagnostics_vector(grad, var, direction, sigma))
+      else:
+        stored.assign(tf.cond(
+            self.iterations % self.diagnostics_every == 0,
+            lambda: diagnostics_vector(grad, var, direction, sigma),
+            lambda: tf.concat(
+                [tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)))
     return sigma
 
   def diagnostics(self) -> Dict[str, Dict[str, tf.Tensor]]:
@@ -121,5 +137,6 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
         "clipping": self.clipping,
         "clipping_params": dict(self.clipping_params),
         "record_diagnostics": self.record_diagnostics,
+        "diagnostics_every": self.diagnostics_every,
     })
     return config

@@ -118,3 +118,11 @@ def test_unknown_gin_binding_is_named():
       gin.parse_config("build_optimizer.lambda_rell = 0.5")
   finally:
     gin.clear_config()
+
+
+def test_diagnostics_are_empty_before_the_first_step_or_when_off():
+  assert build_optimizer("clippy", 0.1).diagnostics() == {}
+  opt = build_optimizer("clippy", 0.1, record_diagnostics=False)
+  var = tf.Variable([1.0, 2.0])
+  opt.apply_gradients([(tf.constant([0.1, 0.2]), var)])
+  assert opt.diagnostics() == {}
