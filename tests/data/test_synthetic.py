@@ -1,0 +1,126 @@
+"""The synthetic stream: deterministic, learnable, and non-stationary."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import schema as schema_lib
+from data.synthetic import SyntheticStream
+
+
+def _day(stream, day, n=None):
+  lo = stream.day_offsets[day]
+  n = n or stream.day_size(day)
+  return {k: v.numpy() for k, v in stream.rows(tf.range(lo, lo + n)).items()}
+
+
+def _auc(labels, scores):
+  """Rank-based AUC (Mann-Whitney), ties averaged."""
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(len(scores))
+  ranks[order] = np.arange(1, len(scores) + 1)
+  for s in np.unique(scores):  # average ranks of ties
+    tie = scores == s
+    ranks[tie] = ranks[tie].mean()
+  pos = labels == 1
+  n_pos, n_neg = pos.sum(), (~pos).sum()
+  return (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def test_auc_helper_on_a_hand_example():
+  assert _auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+  assert _auc(np.array([0, 1, 0, 1]), np.array([1.0, 1.0, 1.0, 1.0])) == 0.5
+
+
+def test_batches_match_the_schema_and_are_deterministic():
+  stream = SyntheticStream(num_days=4, examples_per_day=1000, seed=3)
+  a = stream.rows(tf.constant([0, 999, 1000, 3999]))
+  again = SyntheticStream(num_days=4, examples_per_day=1000, seed=3).rows(
+      tf.constant([0, 999, 1000, 3999]))
+  other_seed = SyntheticStream(num_days=4, examples_per_day=1000,
+                               seed=4).rows(tf.constant([0, 999, 1000, 3999]))
+  expected = set(stream.schema.feature_names + stream.schema.label_names)
+  assert set(a) == expected | {schema_lib.DAY}
+  np.testing.assert_array_equal(a["day"], [0, 0, 1, 3])
+  for key in a:
+    np.testing.assert_array_equal(a[key], again[key])
+  assert not np.array_equal(a["user_id"], other_seed["user_id"])
+  for f in stream.schema.categorical:
+    ids = a[f.name].numpy()
+    assert ids.shape == ((4, f.max_len) if f.multivalent else (4,))
+    assert ids.max() < f.vocab_size and ids.min() >= schema_lib.PAD_ID
+  tags = a["item_tags"].numpy()
+  assert np.all((tags[:, 0] >= 0))  # every item has a tag, padding at end
+  for label in ("click", "like", "share", "comment"):
+    assert set(np.unique(a[label])) <= {0.0, 1.0}
+
+
+def test_ids_follow_a_power_law():
+  stream = SyntheticStream(num_days=2, examples_per_day=20000,
+                           id_zipf_exponent=1.2)
+  users = _day(stream, 0)["user_id"]
+  counts = np.bincount(users, minlength=stream.num_users)
+  # P(id) ~ (id + 1)^-1.2: id 0 about 2^1.2 = 2.3 times as often as id 1.
+  assert counts[0] / counts[1] == pytest.approx(2 ** 1.2, rel=0.25)
+  assert counts[:10].sum() > 0.1 * len(users)  # a heavy head
+
+
+def test_the_stream_is_learnable_by_logistic_regression():
+  """Next-day click AUC of a logistic regression on the dense features."""
+  stream = SyntheticStream(num_days=8, examples_per_day=20000, seed=1,
+                           shift_days=(3,))
+  train = [_day(stream, d) for d in (5, 6)]
+  test = _day(stream, 7)
+  def design(batch):
+    return np.concatenate([batch[f"{g}_dense"] for g in
+                           ("user", "item", "context")], axis=1)
+  x = np.concatenate([design(b) for b in train])
+  y = np.concatenate([b["click"] for b in train])
+  mean, std = x.mean(0), x.std(0) + 1e-6
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+  model.compile(tf.keras.optimizers.Adam(0.05),
+                tf.keras.losses.BinaryCrossentropy(from_logits=True))
+  model.fit((x - mean) / std, y, batch_size=1024, epochs=4, verbose=0)
+  scores = model.predict((design(test) - mean) / std, verbose=0)[:, 0]
+  auc = _auc(test["click"], scores)
+  base_rate_auc = _auc(test["click"], np.full(len(scores), y.mean()))
+  assert auc > 0.65, auc
+  assert base_rate_auc == 0.5
+
+
+def test_shift_days_change_label_rates_and_feature_scales():
+  stream = SyntheticStream(num_days=12, examples_per_day=8000,
+                           shift_days=(5, 10))
+  before, after = _day(stream, 4), _day(stream, 5)
+  assert after["click"].mean() > before["click"].mean() + 0.08
+  group = slice(0, 8)  # the context features that change scale
+  ratio = (after["context_dense"][:, group].std() /
+           before["context_dense"][:, group].std())
+  assert ratio == pytest.approx(5.0, rel=0.3)
+  # New items appear at a shift.
+  assert after["item_id"].max() >= stream.num_items
+  assert before["item_id"].max() < stream.num_items
+  # Gradual drift between ordinary days: the hidden preference rotates, so
+  # the same day-0 model of click given the features degrades slowly.
+  quiet = [_day(stream, d)["click"].mean() for d in (1, 2, 3)]
+  assert max(quiet) - min(quiet) < 0.03
+
+
+def test_memory_does_not_depend_on_days():
+  small = SyntheticStream(num_days=3, examples_per_day=1000)
+  huge = SyntheticStream(num_days=3000, examples_per_day=10_000_000)
+  constants = lambda s: sum(int(np.prod(t.shape)) for t in (
+      s._user_proj, s._item_proj, s._task_pref))
+  assert constants(small) == constants(huge)
+  last = huge.rows(tf.constant([huge.num_rows - 1]))
+  assert int(last["day"][0]) == 2999
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num_days=1), "num_days must be >= 2"),
+    (dict(examples_per_day=0), "examples_per_day"),
+    (dict(id_zipf_exponent=1.0), "id_zipf_exponent"),
+])
+def test_bad_arguments(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    SyntheticStream(**kwargs)

@@ -1,0 +1,129 @@
+"""The moving window: day order, resume, held-out day, replicas, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import schema as schema_lib
+from data.source import InMemorySource
+from data.synthetic import SyntheticStream
+from data.window import MovingWindow
+
+
+def _toy_source(day_sizes):
+  """One dense column holding each row's global id: batches name their
+  rows."""
+  days = np.repeat(np.arange(len(day_sizes)), day_sizes)
+  schema = schema_lib.Schema(dense=[schema_lib.DenseFeature("row")],
+                             labels=[schema_lib.Label("y", "binary")])
+  return InMemorySource(schema, {
+      "row": np.arange(len(days), dtype=np.float32)[:, None],
+      "y": np.zeros(len(days), np.float32)}, days, name="toy",
+                        num_days=len(day_sizes))
+
+
+def _rows(batch):
+  return batch["row"].numpy()[:, 0].astype(int)
+
+
+def test_days_in_order_and_batches_from_the_window_only():
+  source = _toy_source([10, 20, 30, 40, 50])
+  window = MovingWindow(source, batch_size=8, window_days=2)
+  assert window.eval_day == 4
+  np.testing.assert_array_equal(window.train_days, [0, 1, 2, 3])
+  np.testing.assert_array_equal(window.steps_per_day, [2, 3, 4, 5])
+  days_seen = []
+  for step, batch in enumerate(window.train_dataset()):
+    day = window.day_of_step(step)
+    days_seen.append(day)
+    lo = source.day_offsets[max(day - 1, 0)]
+    hi = source.day_offsets[day + 1]
+    rows = _rows(batch)
+    assert np.all((rows >= lo) & (rows < hi)), (step, day, rows)
+    np.testing.assert_array_equal(batch["day"].numpy(),
+                                  source.day_of_rows(rows).numpy())
+  assert days_seen == sorted(days_seen) and len(days_seen) == 14
+
+
+def test_the_evaluation_day_is_never_trained_on():
+  source = _toy_source([5, 5, 5, 5, 5, 5])
+  window = MovingWindow(source, batch_size=4, window_days=10, eval_day=3,
+                        steps_per_day=30)
+  trained = np.concatenate([_rows(b) for b in window.train_dataset()])
+  eval_rows = np.concatenate([_rows(b) for b in window.eval_dataset(3)])
+  np.testing.assert_array_equal(eval_rows, np.arange(15, 20))
+  assert not set(trained) & set(eval_rows)
+  assert set(trained) == set(range(15))  # every row of days 0..2 drawn
+
+
+def test_sampling_is_uniform_over_the_window():
+  source = _toy_source([100, 100, 100])
+  window = MovingWindow(source, batch_size=500, window_days=2,
+                        steps_per_day=20)
+  start = window.first_step_of_day(1)
+  rows = np.concatenate([_rows(b) for b in window.train_dataset(start)])
+  counts = np.bincount(rows, minlength=200)
+  assert counts[:200].min() > 0
+  # 20000 draws over 200 rows: about 100 each; days 0 and 1 equally often.
+  assert abs(counts[:100].sum() - counts[100:200].sum()) < 0.05 * len(rows)
+
+
+def test_resuming_at_step_k_yields_the_tail_exactly():
+  stream = SyntheticStream(num_days=4, examples_per_day=300)
+  window = MovingWindow(stream, batch_size=64, window_days=2, seed=9)
+  full = list(window.train_dataset())
+  for k in (0, 1, 5, window.total_steps - 1):
+    tail = list(MovingWindow(stream, batch_size=64, window_days=2,
+                             seed=9).train_dataset(start_step=k))
+    assert len(tail) == len(full) - k
+    for a, b in zip(tail, full[k:]):
+      for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+  other = next(iter(MovingWindow(stream, batch_size=64, window_days=2,
+                                 seed=10).train_dataset()))
+  assert not np.array_equal(other["user_id"].numpy(),
+                            full[0]["user_id"].numpy())
+
+
+def test_replicas_split_the_same_global_batch():
+  source = _toy_source([40, 40, 40])
+  window = MovingWindow(source, batch_size=8, steps_per_day=3)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  dist = strategy.distribute_datasets_from_function(
+      lambda ctx: window.train_dataset(input_context=ctx))
+  for step, (global_batch, per_replica) in enumerate(
+      zip(window.train_dataset(), dist)):
+    parts = [_rows(dict(row=r)) for r in
+             strategy.experimental_local_results(per_replica["row"])]
+    np.testing.assert_array_equal(np.concatenate(parts),
+                                  _rows(global_batch))
+  assert step == window.total_steps - 1
+
+
+@pytest.mark.parametrize("day_sizes,kwargs,message", [
+    ([5, 5, 5], dict(eval_day=3), "evaluation day 3 is absent"),
+    ([5, 5, 0], dict(), "evaluation day 2 has no examples"),
+    ([0, 0, 5, 5], dict(window_days=1, steps_per_day=2),
+     "window of training day 0 \\(days 0..0\\) has no examples"),
+    ([0, 0, 5], dict(), "no training steps"),
+    ([5, 5, 5], dict(first_train_day=2), "first_train_day"),
+    ([5, 5, 5], dict(batch_size=0), "batch_size must be >= 1"),
+    ([5, 5, 5], dict(window_days=0), "window_days must be >= 1"),
+])
+def test_bad_plans_raise_naming_the_day(day_sizes, kwargs, message):
+  kwargs.setdefault("batch_size", 2)
+  with pytest.raises(ValueError, match=message):
+    MovingWindow(_toy_source(day_sizes), **kwargs)
+
+
+def test_in_memory_source_rejects_nan_and_missing_columns():
+  schema = schema_lib.Schema(dense=[schema_lib.DenseFeature("x")],
+                             labels=[schema_lib.Label("y", "binary")])
+  x = np.zeros((3, 1), np.float32)
+  with pytest.raises(ValueError, match="column 'y' has a NaN.*row 1, day 0"):
+    InMemorySource(schema, {"x": x, "y": np.array([0, np.nan, 1])},
+                   [0, 0, 1], name="logs.csv")
+  with pytest.raises(ValueError, match="logs.csv: missing columns for \\['y'\\]"):
+    InMemorySource(schema, {"x": x}, [0, 0, 1], name="logs.csv")
+  with pytest.raises(ValueError, match="sorted by day"):
+    InMemorySource(schema, {"x": x, "y": np.zeros(3)}, [1, 0, 1])
