@@ -16,7 +16,6 @@ evaluation day (the last) does not leak into them. Rows are sorted by time.
 
 import glob
 import os
-import zlib
 from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import gin
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data import schema as schema_lib
+from data.encoding import local_calendar, stable_hash
 from data.source import InMemorySource
 
 
@@ -43,22 +43,19 @@ def read_table(path: str, sep: str = ",") -> pd.DataFrame:
   return frame
 
 
-def stable_hash(values, buckets: int) -> np.ndarray:
-  """Maps values of any type to [0, buckets) by CRC32 of their string form."""
-  return np.fromiter((zlib.crc32(str(v).encode()) % buckets for v in values),
-                     np.int64, count=len(values))
-
-
-def local_days(timestamps: pd.Series, time_zone: str, where: str
-               ) -> Tuple[np.ndarray, pd.Series]:
-  """(day index from the first local date, local datetimes) of timestamps.
+def parse_timestamps(timestamps: pd.Series, where: str) -> np.ndarray:
+  """Unix nanoseconds of a timestamp column.
 
   Numbers are unix seconds, or milliseconds when they exceed 1e11; anything
   else is parsed as a date string (naive strings are taken as UTC).
+
+  Raises:
+    ValueError: a value is neither, naming `where` and the row.
   """
   numbers = pd.to_numeric(timestamps, errors="coerce").to_numpy(np.float64)
   is_number = np.isfinite(numbers)
-  parsed = pd.Series(pd.NaT, index=timestamps.index, dtype="datetime64[ns, UTC]")
+  parsed = pd.Series(pd.NaT, index=timestamps.index,
+                     dtype="datetime64[ns, UTC]")
   if is_number.any():
     unit = "ms" if np.abs(numbers[is_number]).max() > 1e11 else "s"
     parsed[is_number] = pd.to_datetime(numbers[is_number], unit=unit,
@@ -70,10 +67,17 @@ def local_days(timestamps: pd.Series, time_zone: str, where: str
     row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
     raise ValueError(f"{where}: unparsable timestamp {timestamps.iloc[row]!r} "
                      f"at row {row}.")
-  local = parsed.dt.tz_convert(time_zone)
-  dates = local.dt.normalize()
-  first = dates.min()
-  return ((dates - first).dt.days.to_numpy(np.int64), local)
+  return parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(
+      np.int64)
+
+
+def _cell_values(cell, sep: str) -> list:
+  """The values of one multi-valued cell: a joined string, a list, or empty."""
+  if isinstance(cell, str):
+    return [v for v in cell.split(sep) if v]
+  if cell is None or (np.isscalar(cell) and pd.isna(cell)):
+    return []
+  return [str(v) for v in cell]
 
 
 def _transform(values: np.ndarray, transform: str) -> np.ndarray:
@@ -144,9 +148,10 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     frames.append(frame)
   frame = pd.concat(frames, ignore_index=True)
   where = name or ", ".join(files)
-  days, local = local_days(frame[timestamp_column], time_zone, where)
-  order = np.argsort(local.to_numpy(), kind="stable")
-  frame, days = frame.iloc[order].reset_index(drop=True), days[order]
+  nanos = parse_timestamps(frame[timestamp_column], where)
+  order = np.argsort(nanos, kind="stable")
+  frame = frame.iloc[order].reset_index(drop=True)
+  _, _, days = local_calendar(nanos[order] // 10**9, time_zone)
 
   def origin(column, row):
     return (f"{frame['__file'].iloc[row]}: column {column!r}, data row "
@@ -174,16 +179,16 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
   for column, (vocab, max_len) in multivalued.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab),
                                                    int(max_len)))
+    cells = [_cell_values(cell, multivalue_sep)[:int(max_len)]
+             for cell in frame[column].to_numpy()]
+    lengths = np.array([len(c) for c in cells], np.int64)
     ids = np.full((len(frame), int(max_len)), schema_lib.PAD_ID, np.int64)
-    for row, cell in enumerate(frame[column].to_numpy()):
-      if isinstance(cell, str):
-        values = [v for v in cell.split(multivalue_sep) if v]
-      elif cell is None or (np.isscalar(cell) and pd.isna(cell)):
-        values = []
-      else:
-        values = list(cell)
-      hashed = stable_hash(values[:int(max_len)], int(vocab))
-      ids[row, :len(hashed)] = hashed
+    if lengths.sum():
+      flat = np.array([v for c in cells for v in c], dtype=object)
+      rows = np.repeat(np.arange(len(cells)), lengths)
+      slots = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths,
+                                               lengths)
+      ids[rows, slots] = stable_hash(flat.astype(str), int(vocab))
     columns[column] = ids
 
   dense_specs = []

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data import files, materialize
+from data.encoding import stable_hash
 from data.synthetic import SyntheticStream
 
 # 2024-03-01 23:30 UTC is 2024-03-02 07:30 in Shanghai (UTC+8).
@@ -43,9 +44,9 @@ def test_csv_logs_become_a_source_sorted_by_local_day(tmp_path):
   np.testing.assert_array_equal(batch["click"], [0, 1, 1])
   np.testing.assert_allclose(batch["watch"], np.log1p([0, 10, 100]),
                              rtol=1e-6)
-  u1, u2 = files.stable_hash(["u1", "u2"], 100)
+  u1, u2 = stable_hash(["u1", "u2"], 100)
   np.testing.assert_array_equal(batch["user"], [u2, u1, u1])
-  a, b = files.stable_hash(["a", "b"], 50)
+  a, b = stable_hash(["a", "b"], 50)
   np.testing.assert_array_equal(batch["genres"],
                                 [[b, -1, -1], [a, b, -1], [-1, -1, -1]])
   # Normalised with the days before the last (ages 40, 30: mean 35, std 5).

@@ -1,0 +1,48 @@
+"""How raw log values become schema values: stable id hashing, local days.
+
+Shared by every file reader (data/files.py, data/movielens.py,
+data/kuairand.py), so the same value maps to the same id and the same
+timestamp to the same day whichever reader saw it.
+"""
+
+import zlib
+from typing import Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+
+def stable_hash(values: np.ndarray, buckets: int) -> np.ndarray:
+  """CRC32 of each value's text (bytes as they are), modulo `buckets`.
+
+  Stable across runs, processes and machines (unlike Python's hash()); for
+  numbers and str, the same mapping as data/files.py's (CRC32 of str(value)
+  in UTF-8).
+  """
+  uniques, inverse = np.unique(values, return_inverse=True)
+  hashed = np.array([zlib.crc32(v if isinstance(v, bytes) else str(v).encode())
+                     % buckets for v in uniques], np.int64)
+  return hashed[inverse.reshape(-1)]
+
+
+def local_calendar(unix_seconds: Sequence[int], time_zone: str
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Local (hour, weekday, day) of unix timestamps in `time_zone`.
+
+  Args:
+    unix_seconds: timestamps in seconds.
+    time_zone: an IANA zone name, e.g. "America/Chicago".
+
+  Returns:
+    int64 arrays: hour in [0, 24), weekday in [0, 7) (Monday = 0), and day:
+    local calendar days since the local date of the earliest timestamp.
+  """
+  local = (pd.to_datetime(np.asarray(unix_seconds, np.int64), unit="s",
+                          utc=True)
+           .tz_convert(time_zone))
+  # Midnights of the local dates, as naive wall-clock times: their
+  # differences are whole days even across daylight-saving changes.
+  dates = local.tz_localize(None).normalize()
+  day = (dates - dates.min()).days
+  return (np.asarray(local.hour, np.int64), np.asarray(local.weekday, np.int64),
+          np.asarray(day, np.int64))
