@@ -40,7 +40,6 @@ derivatives alike. The subset's processing code is MIT-licensed.
 import dataclasses
 import glob
 import os
-import tempfile
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import gin
@@ -50,7 +49,7 @@ import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
 from data.encoding import local_calendar, stable_hash
-from data.prepared import read_prepared
+from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
 TIME_ZONE = "Asia/Shanghai"
@@ -300,26 +299,13 @@ def kuairand_source(manual_dir: str = gin.REQUIRED,
     ValueError: a missing column, unparsable timestamp, NaN or non-binary
       label, naming the file, column and line.
   """
-  configs = [c.name for c in KuaiRandLocal.BUILDER_CONFIGS]
-  if release not in configs:
-    raise ValueError(f"Unknown KuaiRand release {release!r}; expected one of "
-                     f"{configs}.")
   if day_source not in DAY_SOURCES:
     raise ValueError(f"day_source must be one of {DAY_SOURCES}, got "
                      f"{day_source!r}.")
-  manual_dir = os.fspath(manual_dir)
-  if not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f"KuaiRand {release}: manual_dir {manual_dir} is "
-                            "not a directory.")
-  if data_dir is None:
-    with tempfile.TemporaryDirectory(prefix="kuairand_tfds_") as tmp:
-      return kuairand_source(manual_dir, release, tmp, day_source,
-                             user_buckets, video_buckets, author_buckets)
-  builder = KuaiRandLocal(config=release, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return _to_source(builder, day_source, user_buckets, video_buckets,
-                    author_buckets)
+  with prepared_builder(KuaiRandLocal, release, manual_dir, data_dir,
+                        "KuaiRand") as builder:
+    return _to_source(builder, day_source, user_buckets, video_buckets,
+                      author_buckets)
 
 
 def _to_source(builder, day_source, user_buckets, video_buckets,

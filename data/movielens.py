@@ -20,7 +20,6 @@ repository and point `manual_dir` at them.
 
 import dataclasses
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import gin
@@ -29,7 +28,7 @@ import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
 from data.encoding import local_calendar, stable_hash
-from data.prepared import read_prepared
+from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
 TIME_ZONE = "America/Chicago"
@@ -197,21 +196,9 @@ def movielens_source(manual_dir: str = gin.REQUIRED,
     FileNotFoundError: manual_dir or one of the release's files is missing.
     ValueError: a malformed line (naming the file and line).
   """
-  configs = [c.name for c in MovieLensLocal.BUILDER_CONFIGS]
-  if variant not in configs:
-    raise ValueError(f"Unknown MovieLens variant {variant!r}; expected one of "
-                     f"{configs}.")
-  manual_dir = os.fspath(manual_dir)
-  if not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f"MovieLens {variant}: manual_dir {manual_dir} is "
-                            "not a directory.")
-  if data_dir is None:
-    with tempfile.TemporaryDirectory(prefix="movielens_tfds_") as tmp:
-      return movielens_source(manual_dir, variant, tmp, zip_buckets)
-  builder = MovieLensLocal(config=variant, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return _to_source(builder, zip_buckets)
+  with prepared_builder(MovieLensLocal, variant, manual_dir, data_dir,
+                        "MovieLens") as builder:
+    return _to_source(builder, zip_buckets)
 
 
 def _to_source(builder: MovieLensLocal, zip_buckets: int) -> InMemorySource:

@@ -1,7 +1,9 @@
-"""Reading a prepared TFDS split into numpy arrays, fast."""
+"""Preparing a local-files TFDS builder, and reading its split back fast."""
 
+import contextlib
 import os
-from typing import Dict
+import tempfile
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -63,3 +65,39 @@ def read_prepared(builder: tfds.core.DatasetBuilder, split: str = "train"
     raise ValueError(f"{builder.name}: read {read} examples of split "
                      f"{split!r}, which has {expected}.")
   return arrays
+
+
+@contextlib.contextmanager
+def prepared_builder(builder_cls, config: str, manual_dir: str,
+                     data_dir: Optional[str], what: str
+                     ) -> Iterator[tfds.core.DatasetBuilder]:
+  """A builder prepared from files in `manual_dir` (nothing is downloaded).
+
+  Args:
+    builder_cls: a GeneratorBasedBuilder reading `dl_manager.manual_dir`.
+    config: the name of one of its BUILDER_CONFIGS.
+    manual_dir: the folder of raw files.
+    data_dir: where TFDS writes the prepared dataset; None: a temporary
+      folder removed when the context ends (read what you need inside it).
+    what: the dataset's name in messages.
+
+  Raises:
+    ValueError: an unknown config.
+    FileNotFoundError: manual_dir is not a folder.
+  """
+  configs = [c.name for c in builder_cls.BUILDER_CONFIGS]
+  if config not in configs:
+    raise ValueError(f"Unknown {what} release {config!r}; expected one of "
+                     f"{configs}.")
+  manual_dir = os.fspath(manual_dir)
+  if not os.path.isdir(manual_dir):
+    raise FileNotFoundError(f"{what} {config}: manual_dir {manual_dir} is not "
+                            "a directory.")
+  with contextlib.ExitStack() as stack:
+    if data_dir is None:
+      data_dir = stack.enter_context(tempfile.TemporaryDirectory(
+          prefix=f"{builder_cls.name}_"))
+    builder = builder_cls(config=config, data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    yield builder
