@@ -1,0 +1,187 @@
+"""The multitask ranking model of Tang et al. 2023 (Table 1), on tfrs.Model.
+
+  features -> FeatureInput (embeddings + dense)
+           -> [CrossStack: DCN-v2 cross layers -> LayerNorm]     (Large+DCN)
+           -> bottom: MLP (shared) or MMoE (one mixture per task)
+           -> one head per task: [tower MLP] -> Dense(1)
+           -> per-task loss (sigmoid CE / squared error), weighted sum.
+"""
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import gin
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from data import schema as schema_lib
+from ranking.features import EMBEDDING_PREFIX, FeatureInput
+from ranking.layers import MLP, MMoE, CrossStack
+from ranking.tasks import Task
+
+BOTTOMS = ("mlp", "mmoe")
+
+
+class MultitaskRanker(tfrs.Model):
+  """Shared-bottom (or MMoE) multitask ranker with one head per task.
+
+  Attributes:
+    tasks: the Task of each head, in order.
+    loss_trackers: {task: Mean of its loss}, updated by compute_loss.
+    metrics_by_task: {task: AUC or RMSE}, updated by compute_loss.
+  """
+
+  def __init__(self, schema: schema_lib.Schema, tasks: Sequence[Task],
+               embedding_dim: int, bottom: tf.keras.layers.Layer,
+               cross: Optional[CrossStack] = None,
+               tower_widths: Sequence[int] = (),
+               kernel_initializer="glorot_uniform",
+               embeddings_initializer="uniform", **kwargs):
+    super().__init__(**kwargs)
+    self.schema = schema
+    self.tasks = tuple(tasks)
+    self.feature_input = FeatureInput(
+        schema, embedding_dim, embeddings_initializer=embeddings_initializer,
+        name="features")
+    self.cross = cross
+    self.bottom = bottom
+    self.heads = {}
+    for task in self.tasks:
+      layers = [tf.keras.layers.Dense(w, activation="relu",
+                                      kernel_initializer=kernel_initializer)
+                for w in tower_widths]
+      layers.append(tf.keras.layers.Dense(
+          1, kernel_initializer=kernel_initializer, name="logit"))
+      self.heads[task.name] = tf.keras.Sequential(layers,
+                                                  name=f"head_{task.name}")
+    self.metrics_by_task = {t.name: t.make_metric() for t in self.tasks}
+    self.loss_trackers = {t.name: tf.keras.metrics.Mean(f"{t.name}/loss")
+                          for t in self.tasks}
+
+  def call(self, features, training=False) -> Dict[str, tf.Tensor]:
+    """Each task's head output: a logit (binary) or a value, shape [batch]."""
+    x = self.feature_input(features)
+    if self.cross is not None:
+      x = self.cross(x)
+    shared = self.bottom(x)
+    per_task = shared if isinstance(shared, list) else [shared] * len(
+        self.tasks)
+    return {task.name: tf.squeeze(self.heads[task.name](h), axis=-1)
+            for task, h in zip(self.tasks, per_task)}
+
+  def predict_tasks(self, features) -> Dict[str, tf.Tensor]:
+    """Probabilities for binary tasks, values for regression tasks."""
+    outputs = self(features)
+    return {t.name: t.prediction(outputs[t.name]) for t in self.tasks}
+
+  def per_example_losses(self, features, outputs=None
+                         ) -> Dict[str, tf.Tensor]:
+    """Each task's loss per example, [batch]."""
+    outputs = self(features, training=True) if outputs is None else outputs
+    return {t.name: t.per_example_loss(features[t.name], outputs[t.name])
+            for t in self.tasks}
+
+  def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    """Weighted sum over tasks of each task's mean loss; updates metrics."""
+    outputs = self(inputs, training=training)
+    losses = self.per_example_losses(inputs, outputs)
+    total = 0.0
+    for task in self.tasks:
+      mean = tf.reduce_mean(losses[task.name])
+      self.loss_trackers[task.name].update_state(mean)
+      self.metrics_by_task[task.name].update_state(
+          inputs[task.name], task.prediction(outputs[task.name]))
+      total += task.weight * mean
+    return total
+
+  @property
+  def embedding_variables(self):
+    """Embedding tables: trained with plain Adagrad (the paper clips only
+    non-embedding parameters)."""
+    return [v for v in self.trainable_variables
+            if EMBEDDING_PREFIX in v.name]
+
+  @property
+  def dense_variables(self):
+    """Every other trainable variable: trained with the clipping method."""
+    return [v for v in self.trainable_variables
+            if EMBEDDING_PREFIX not in v.name]
+
+  def non_embedding_parameters(self) -> int:
+    return sum(int(tf.size(v)) for v in self.dense_variables)
+
+
+@gin.configurable(denylist=["schema"])
+def build_model(schema: schema_lib.Schema,
+                tasks: Optional[Sequence[str]] = None,
+                task_weights: Optional[Mapping[str, float]] = None,
+                embedding_dim: int = 64,
+                bottom: str = "mlp",
+                bottom_widths: Sequence[int] = (512, 512),
+                num_experts: int = 4,
+                cross_layers: int = 0,
+                cross_projection_dim: Optional[int] = None,
+                tower_widths: Sequence[int] = (),
+                width_scale: float = 1.0,
+                kernel_initializer="glorot_uniform",
+                embeddings_initializer="uniform",
+                name: str = "ranker") -> MultitaskRanker:
+  """A ranker for `schema`'s labels (presets: configs/models/*.gin).
+
+  Args:
+    schema: the dataset's schema (features, and the labels the tasks use).
+    tasks: label names to train on, in head order; None: every label.
+    task_weights: {task: weight} in the total loss; others weigh 1.
+    embedding_dim: width of every embedding.
+    bottom: "mlp" (fully shared) or "mmoe" (experts, a gate per task).
+    bottom_widths: the MLP's widths, or each expert's.
+    num_experts: experts of an MMoE bottom.
+    cross_layers: DCN-v2 cross layers before the bottom (0: none); followed
+      by a LayerNorm.
+    cross_projection_dim: low-rank cross layers of this rank; None: full.
+    tower_widths: per-task hidden layers between the bottom and the logit.
+    width_scale: multiplies every bottom and tower width (rounded, at least
+      1): the small-machine overlay shrinks a preset but keeps its depth and
+      structure.
+    kernel_initializer: of every dense kernel (tests use constants).
+    embeddings_initializer: of every embedding table.
+    name: the model's name.
+
+  Raises:
+    ValueError: an unknown bottom or task type, a zero width, a task or
+      weight naming a label the data lacks.
+  """
+  names = list(schema.label_names if tasks is None else tasks)
+  missing = [n for n in names if n not in schema.label_names]
+  if missing:
+    raise ValueError(f"Task(s) {missing} are not labels of the data; it has "
+                     f"{list(schema.label_names)}.")
+  if not names:
+    raise ValueError("A model needs at least one task.")
+  task_weights = dict(task_weights or {})
+  stray = sorted(set(task_weights) - set(names))
+  if stray:
+    raise ValueError(f"task_weights name {stray}, which are not tasks "
+                     f"{names}.")
+  if not width_scale > 0:
+    raise ValueError(f"width_scale must be > 0, got {width_scale}.")
+  bottom_widths = [max(1, round(w * width_scale)) if w > 0 else w
+                   for w in bottom_widths]
+  tower_widths = [max(1, round(w * width_scale)) if w > 0 else w
+                  for w in tower_widths]
+  task_list = [Task(n, schema.label(n).kind, float(task_weights.get(n, 1.0)))
+               for n in names]
+  if bottom == "mlp":
+    trunk = MLP(bottom_widths, kernel_initializer, name="bottom")
+  elif bottom == "mmoe":
+    trunk = MMoE(len(task_list), num_experts, bottom_widths,
+                 kernel_initializer, name="bottom")
+  else:
+    raise ValueError(f"Unknown bottom {bottom!r}; expected one of {BOTTOMS}.")
+  if tower_widths:
+    MLP(tower_widths)  # validates the widths
+  cross = (CrossStack(cross_layers, cross_projection_dim, kernel_initializer,
+                      name="cross")
+           if cross_layers else None)
+  return MultitaskRanker(schema, task_list, embedding_dim, trunk, cross,
+                         tower_widths, kernel_initializer,
+                         embeddings_initializer, name=name)
