@@ -1,29 +1,71 @@
-"""Evaluates checkpoints of a ranking model: python eval.py --model_dir=DIR.
+"""Evaluates a run's checkpoints on its held-out day (next-day AUC / RMSE).
 
-Evaluation comes with the training issue (#5); until it lands this entry
-point says so and exits without evaluating.
+  python eval.py --model_dir=/tmp/run                    # the latest checkpoint
+  python eval.py --model_dir=/tmp/run --checkpoint=/tmp/run/checkpoints/ckpt-200
+  python eval.py --model_dir=/tmp/run --watch            # a sidecar evaluator
+
+Reads the run's operative_config.gin unless --gin_file is given. Results go
+to TensorBoard under eval_sidecar/ and to metrics.jsonl (split
+"eval_sidecar"). --watch evaluates each new checkpoint as training writes it
+and stops after --timeout seconds without one; it only sees checkpoints that
+training has finished writing (tf.train.checkpoints_iterator reads the
+checkpoint state file, which is updated after the files are complete).
 """
 
 import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import tensorflow as tf
 
-flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
+from ranking import launch
+
+flags.DEFINE_string("model_dir", None, "Directory of the run.")
+flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
+                          "operative_config.gin).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
-flags.DEFINE_string("model_dir", None, "Directory of the run to evaluate.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the "
+                    "latest).")
+flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint.")
+flags.DEFINE_integer("timeout", 600, "With --watch: seconds to wait for a "
+                     "new checkpoint before stopping.")
+FLAGS = flags.FLAGS
+SPLIT = "eval_sidecar"
 
 
 def main(argv):
-  del argv
-  sys.stderr.write(
-      "eval.py: evaluation is not implemented yet; it comes with the "
-      "training issue (#5). Nothing was evaluated.\n")
-  return 2
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  gin_files = FLAGS.gin_file or [
+      os.path.join(FLAGS.model_dir, "operative_config.gin")]
+  trainer = launch.build_trainer(gin_files, FLAGS.gin_param, FLAGS.model_dir)
+  checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
+  if FLAGS.checkpoint:
+    paths = [FLAGS.checkpoint]
+  elif FLAGS.watch:
+    paths = tf.train.checkpoints_iterator(checkpoints_dir,
+                                          timeout=FLAGS.timeout)
+  else:
+    latest = tf.train.latest_checkpoint(checkpoints_dir)
+    if latest is None:
+      raise FileNotFoundError(f"No checkpoint in {checkpoints_dir}.")
+    paths = [latest]
+  for path in paths:
+    trainer.checkpoint.restore(path).expect_partial()
+    step = int(trainer.global_step.numpy())
+    results = trainer.evaluator.evaluate(trainer.eval_dataset)
+    trainer.writer.write(SPLIT, step, results)
+    trainer.writer.flush()
+    shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
+                     if not k.endswith("/loss"))
+    print(f"{os.path.basename(path)} (step {step}): {shown}", flush=True)
 
 
 if __name__ == "__main__":
+  flags.mark_flag_as_required("model_dir")
   app.run(main)

@@ -1,29 +1,43 @@
-"""Trains a multitask ranking model: python train.py --gin_file=CONFIG.
+"""Trains a multitask ranking model with the paper's sequential protocol.
 
-The training loop comes with the training issue (#5); until it lands this
-entry point only checks its configuration and says so, without training.
+  python train.py --gin_file=configs/large_dcn_clippy.gin --model_dir=/tmp/run
+  python train.py --gin_file=configs/large_dcn_clippy.gin \
+      --gin_file=configs/small_machine.gin --gin_param='Trainer.max_steps=100'
+
+Writes into --model_dir: checkpoints/, train/ and eval/ TensorBoard logs,
+metrics.jsonl, operative_config.gin and summary.json. Rerunning with the same
+--model_dir resumes from the latest checkpoint.
 """
 
 import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from ranking import launch
+
 flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
-flags.DEFINE_string("model_dir", None, "Directory for checkpoints and logs.")
+flags.DEFINE_string("model_dir", None, "Directory of the run (created).")
+FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  sys.stderr.write(
-      "train.py: training is not implemented yet; it comes with the "
-      "training issue (#5). Nothing was trained.\n")
-  return 2
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  trainer = launch.configure(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir)
+  summary = trainer.run()
+  launch.write_operative_config(FLAGS.model_dir)
+  print(launch.final_table(summary, FLAGS.model_dir))
+  # A diverged run is a result (summary.json says so), not a failure.
+  return 0
 
 
 if __name__ == "__main__":
+  flags.mark_flag_as_required("model_dir")
   app.run(main)

@@ -175,11 +175,14 @@ class SyntheticStream(Source):
     return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
 
   def _zipf(self, vocab, *keys):
-    """Ids in [0, vocab) with P(id) ~ (id + 1)^-s (inverse CDF)."""
+    """Ids in [0, vocab) with P(id) ~ (id + 1)^-s (inverse CDF); `vocab`
+    may be a list, one size per column of the broadcast keys."""
     u = tf.cast(self._uniform(*keys), tf.float64)
     a = 1.0 - self.zipf
-    x = ((float(vocab + 1) ** a - 1.0) * u + 1.0) ** (1.0 / a)
-    return tf.minimum(tf.cast(tf.floor(x), tf.int64) - 1, vocab - 1)
+    top = tf.constant(np.asarray(vocab, np.float64) + 1.0)
+    x = ((top ** a - 1.0) * u + 1.0) ** (1.0 / a)
+    return tf.minimum(tf.cast(tf.floor(x), tf.int64) - 1,
+                      tf.constant(np.asarray(vocab, np.int64) - 1))
 
   # -- the rows -----------------------------------------------------------
 
@@ -206,12 +209,16 @@ class SyntheticStream(Source):
     v = self._normal(_SALT_ITEM, item[:, None], k)
     out = {schema_lib.DAY: day, "user_id": user, "item_id": item}
 
+    # All categorical columns in one broadcast draw (a loop of per-column
+    # draws makes a graph that takes seconds to trace).
     cat_effect = tf.zeros_like(u[:, 0])
-    for i, vocab in enumerate(self.vocab_sizes):
-      ids = self._zipf(vocab, row, _F_CAT + i)
-      out[f"cat_{i:02d}"] = ids
-      cat_effect += self._normal(_SALT_EFFECT, i, ids)
-    cat_effect *= 0.8 / np.sqrt(max(len(self.vocab_sizes), 1))
+    if self.vocab_sizes:
+      fields = np.arange(len(self.vocab_sizes), dtype=np.int64)[None, :]
+      ids = self._zipf(self.vocab_sizes, col, _F_CAT + fields)
+      for i in range(len(self.vocab_sizes)):
+        out[f"cat_{i:02d}"] = ids[:, i]
+      cat_effect = tf.reduce_sum(self._normal(_SALT_EFFECT, fields, ids),
+                                 axis=1) * (0.8 / np.sqrt(len(fields[0])))
 
     slots = tf.range(self.max_tags, dtype=tf.int64)[None, :]
     n_tags = 1 + self._hash(_SALT_TAG, item, 0) % self.max_tags

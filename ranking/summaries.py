@@ -1,0 +1,36 @@
+"""Scalars to TensorBoard and, the same ones, to metrics.jsonl."""
+
+import json
+import math
+import os
+from typing import Mapping
+
+import tensorflow as tf
+
+
+class ScalarWriter:
+  """Writes {name: value} at a step to TensorBoard (train/ or eval/) and as
+  one JSON line {"step", "split", name: value, ...} to metrics.jsonl."""
+
+  def __init__(self, model_dir: str):
+    self.model_dir = model_dir
+    self._writers = {}
+    self._jsonl = os.path.join(model_dir, "metrics.jsonl")
+
+  def write(self, split: str, step: int, scalars: Mapping[str, float]):
+    if split not in self._writers:
+      self._writers[split] = tf.summary.create_file_writer(
+          os.path.join(self.model_dir, split))
+    clean = {k: float(v) for k, v in scalars.items()}
+    with self._writers[split].as_default(step=step):
+      for name, value in clean.items():
+        tf.summary.scalar(name, value)
+    record = {"step": int(step), "split": split}
+    record.update({k: (v if math.isfinite(v) else str(v))
+                   for k, v in clean.items()})
+    with open(self._jsonl, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def flush(self):
+    for writer in self._writers.values():
+      writer.flush()

@@ -1,0 +1,272 @@
+"""The sequential training protocol (paper section 5.1.2), on any strategy.
+
+Days are trained in time order with moving-window batches; the held-out day
+is evaluated every `eval_every_steps` steps and at the end of every training
+day. Steps run `steps_per_loop` at a time inside one tf.function, so TPUs are
+not starved by the host. Checkpoints every `checkpoint_every_steps`; a run
+restarted in the same model_dir resumes from the latest one at the same data
+position (the stream is a function of the step). Everything a person needs
+to see instability coming is written to TensorBoard and metrics.jsonl; the
+run's verdict goes to summary.json.
+"""
+
+import json
+import os
+import signal
+import time
+from typing import Callable, Dict, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from data.source import Source
+from data.window import MovingWindow
+from optim import ScaledAdagrad, build_optimizer
+from ranking.distribution import make_strategy
+from ranking.evaluation import Evaluator, primary_auc
+from ranking.model import build_model
+from ranking.stability import StabilityMonitor, zero_if_nonfinite
+from ranking.summaries import ScalarWriter
+
+
+@gin.configurable
+class Trainer:
+  """Builds the run from gin and trains it; see the module doc."""
+
+  def __init__(self,
+               model_dir: str,
+               source: Source = gin.REQUIRED,
+               embedding_learning_rate: float = gin.REQUIRED,
+               steps_per_loop: int = 10,
+               eval_every_steps: int = 500,
+               checkpoint_every_steps: int = 500,
+               summary_every_steps: int = 50,
+               max_steps: Optional[int] = None,
+               eval_batch_size: int = 4096,
+               stop_on_divergence: bool = True,
+               crash_at_step: Optional[int] = None,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               seed: int = 0,
+               log: Callable[[str], None] = print):
+    """Builds data, model, optimizers and checkpointing.
+
+    Args:
+      model_dir: where checkpoints, summaries and summary.json go.
+      source: the dataset (e.g. @SyntheticStream()).
+      embedding_learning_rate: plain Adagrad's rate for embeddings.
+      steps_per_loop: steps per host call.
+      eval_every_steps: evaluate the held-out day this often (and at the end
+        of every training day).
+      checkpoint_every_steps: checkpoint this often (and at the end).
+      summary_every_steps: train scalars, diagnostics and console progress.
+      max_steps: stop after this many steps (None: the whole schedule).
+      eval_batch_size: batch of the evaluation.
+      stop_on_divergence: stop once the run has fully diverged.
+      crash_at_step: fault injection for tests: SIGKILL this process right
+        after this step.
+      strategy: a tf.distribute strategy (default: make_strategy()).
+      seed: of the model's initial weights (the data has its own seeds).
+      log: where progress lines go.
+    """
+    for name, value in (("steps_per_loop", steps_per_loop),
+                        ("eval_every_steps", eval_every_steps),
+                        ("checkpoint_every_steps", checkpoint_every_steps),
+                        ("summary_every_steps", summary_every_steps)):
+      if value < 1:
+        raise ValueError(f"Trainer.{name} must be >= 1, got {value}.")
+    self.model_dir = model_dir
+    self.steps_per_loop = steps_per_loop
+    self.eval_every = eval_every_steps
+    self.checkpoint_every = checkpoint_every_steps
+    self.summary_every = summary_every_steps
+    self.stop_on_divergence = stop_on_divergence
+    self.crash_at_step = crash_at_step
+    self.log = log
+    self.strategy = strategy or make_strategy()
+    self.window = MovingWindow(source)
+    self.total_steps = min(self.window.total_steps,
+                           max_steps or self.window.total_steps)
+    # Built once: making a dataset traces the source's row function.
+    self.eval_dataset = self.window.eval_dataset(eval_batch_size)
+    self.writer = ScalarWriter(model_dir)
+    tf.keras.utils.set_random_seed(seed)
+    with self.strategy.scope():
+      self.model = build_model(source.schema)
+      self.model(source.rows(tf.range(2)))
+      self.dense_optimizer = build_optimizer()
+      self.embedding_optimizer = ScaledAdagrad(
+          embedding_learning_rate, clipping="naive", record_diagnostics=False,
+          name="embedding_adagrad")
+      self.dense_optimizer.build(self.model.dense_variables)
+      self.embedding_optimizer.build(self.model.embedding_variables)
+      self.monitor = StabilityMonitor()
+      self.global_step = tf.Variable(
+          0, dtype=tf.int64, trainable=False,
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self._loss_sums = {name: tf.Variable(
+          0.0, trainable=False,
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                         for name in ("total",) + tuple(
+                             t.name for t in self.model.tasks)}
+    self.evaluator = Evaluator(self.model, self.strategy)
+    self.checkpoint = tf.train.Checkpoint(
+        model=self.model, dense_optimizer=self.dense_optimizer,
+        embedding_optimizer=self.embedding_optimizer,
+        stability=self.monitor, step=self.global_step)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(model_dir, "checkpoints"),
+        max_to_keep=3)
+    self._train_loop = self._make_train_loop()
+
+  # -- the compiled loop ------------------------------------------------
+
+  def _make_train_loop(self):
+    model, strategy = self.model, self.strategy
+    batch_size = self.window.batch_size
+    tasks = model.tasks
+    n_emb = len(model.embedding_variables)
+
+    def replica_step(batch):
+      with tf.GradientTape() as tape:
+        outputs = model(batch, training=True)
+        losses = model.per_example_losses(batch, outputs)
+        per_task = {t.name: tf.nn.compute_average_loss(
+            losses[t.name], global_batch_size=batch_size) for t in tasks}
+        total = tf.add_n([t.weight * per_task[t.name] for t in tasks])
+      variables = model.embedding_variables + model.dense_variables
+      grads = zero_if_nonfinite(total, tape.gradient(total, variables))
+      self.embedding_optimizer.apply_gradients(
+          zip(grads[:n_emb], variables[:n_emb]))
+      self.dense_optimizer.apply_gradients(
+          zip(grads[n_emb:], variables[n_emb:]))
+      return total, per_task
+
+    @tf.function
+    def train_loop(iterator, steps):
+      for _ in tf.range(steps):
+        total, per_task = strategy.run(replica_step, args=(next(iterator),))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
+        self.global_step.assign_add(1)
+        self.monitor.observe(total, self.global_step)
+        finite = tf.math.is_finite(total)
+        self._loss_sums["total"].assign_add(tf.where(finite, total, 0.0))
+        for name, value in per_task.items():
+          value = strategy.reduce(tf.distribute.ReduceOp.SUM, value, None)
+          self._loss_sums[name].assign_add(tf.where(finite, value, 0.0))
+
+    return train_loop
+
+  # -- the run ------------------------------------------------------------
+
+  def run(self) -> Dict:
+    """Trains to the end of the schedule (or divergence); returns the
+    summary also written to summary.json."""
+    restored = self.manager.restore_or_initialize()
+    start = int(self.global_step.numpy())
+    if restored:
+      self.log(f"resumed from {restored} at step {start}")
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda ctx: self.window.train_dataset(start, ctx))
+    iterator = iter(dataset)
+    day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day))
+    step, last_eval, results = start, None, None
+    train_seconds, interval_steps = 0.0, 0
+    while step < self.total_steps:
+      n = self._steps_until_boundary(step, day_ends)
+      loop_start = time.perf_counter()
+      self._train_loop(iterator, tf.constant(n, tf.int64))
+      train_seconds += time.perf_counter() - loop_start
+      step += n
+      interval_steps += n
+      if self.crash_at_step is not None and step >= self.crash_at_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+      if step % self.summary_every == 0 or step == self.total_steps:
+        self._write_train(step, interval_steps, train_seconds)
+        train_seconds, interval_steps = 0.0, 0
+      if (step % self.eval_every == 0 or step in day_ends or
+          step == self.total_steps):
+        results = self._evaluate(step)
+        last_eval = step
+      if step % self.checkpoint_every == 0 or step == self.total_steps:
+        self._save(step)
+      if self.stop_on_divergence and self.monitor.diverged:
+        self.log(f"stopping at step {step}: the run has diverged "
+                 f"({self.monitor.verdict()['divergence_reason']})")
+        break
+    if last_eval != step:
+      results = self._evaluate(step)
+    self._save(step)
+    self.writer.flush()
+    return self._write_summary(step, results)
+
+  def _steps_until_boundary(self, step, day_ends):
+    n = min(self.steps_per_loop, self.total_steps - step)
+    for every in (self.summary_every, self.eval_every, self.checkpoint_every):
+      n = min(n, every - step % every)
+    later = [d - step for d in day_ends if d > step]
+    if later:
+      n = min(n, min(later))
+    if self.crash_at_step is not None and self.crash_at_step > step:
+      n = min(n, self.crash_at_step - step)
+    return max(n, 1)
+
+  def _write_train(self, step, steps, elapsed):
+    sums = {k: float(v.numpy()) for k, v in self._loss_sums.items()}
+    for v in self._loss_sums.values():
+      v.assign(0.0)
+    scalars = {"loss/total": sums["total"] / steps}
+    scalars.update({f"{t.name}/loss": sums[t.name] / steps
+                    for t in self.model.tasks})
+    examples_per_s = steps * self.window.batch_size / max(elapsed, 1e-9)
+    scalars["examples_per_second"] = examples_per_s
+    scalars["learning_rate"] = float(
+        tf.convert_to_tensor(self.dense_optimizer.learning_rate))
+    scalars["micro_divergences"] = int(
+        self.monitor.micro_divergences.numpy())
+    diagnostics = self.dense_optimizer.diagnostics()
+    min_sigma = min((float(d["sigma"]) for d in diagnostics.values()),
+                    default=1.0)
+    scalars["clipping/min_sigma"] = min_sigma
+    for var, values in diagnostics.items():
+      for key, value in values.items():
+        scalars[f"diagnostics/{var.replace(':0', '')}/{key}"] = float(value)
+    self.writer.write("train", step, scalars)
+    day = self.window.day_of_step(min(step, self.window.total_steps) - 1)
+    per_task = " ".join(f"{t.name} {scalars[f'{t.name}/loss']:.4f}"
+                        for t in self.model.tasks)
+    self.log(f"day {day} step {step}/{self.total_steps} | "
+             f"{examples_per_s:,.0f} ex/s | loss {scalars['loss/total']:.4f} "
+             f"({per_task}) | min sigma {min_sigma:.3g}")
+
+  def _evaluate(self, step):
+    results = self.evaluator.evaluate(self.eval_dataset)
+    self.monitor.observe_eval(primary_auc(self.model, results), step)
+    self.writer.write("eval", step, results)
+    shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
+                     if not k.endswith("/loss"))
+    self.log(f"eval day {self.window.eval_day} at step {step}: {shown}")
+    return results
+
+  def _save(self, step):
+    finite = all(bool(tf.reduce_all(tf.math.is_finite(v)))
+                 for v in self.model.variables
+                 if v.dtype.is_floating)
+    if not finite:
+      self.log(f"not checkpointing step {step}: non-finite weights")
+      return
+    self.manager.save(checkpoint_number=step)
+
+  def _write_summary(self, step, results) -> Dict:
+    summary = {
+        "final_step": step,
+        "scheduled_steps": self.total_steps,
+        "eval_day": self.window.eval_day,
+        "final_metrics": results,
+        **self.monitor.verdict(),
+    }
+    path = os.path.join(self.model_dir, "summary.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(summary, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return summary
