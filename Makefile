@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train bench-optim clean
+.PHONY: install test train bench-optim bench-data clean
 
 install: $(STAMP)
 
@@ -21,12 +21,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 test: install
 	$(PY) -m pytest tests
 
+# The main job: Large+DCN with Clippy on the synthetic stream, sized for a
+# 2-core machine (configs/small_machine.gin); a new run directory each time.
+RUN_DIR ?= runs/large_dcn_clippy-$(shell date +%Y%m%d-%H%M%S)
 train: install
-	$(PY) train.py --gin_file=configs/large_dcn_clippy.gin
+	$(PY) train.py --gin_file=configs/large_dcn_clippy.gin \
+	  --gin_file=configs/small_machine.gin --model_dir=$(RUN_DIR)
 
 # Step time of every optimizer on the Small and Large MLPs (several minutes).
 bench-optim: install
 	$(PY) bench/optim_step.py --output=results/bench/optim_step.md
+
+# Throughput and memory of the data pipelines (about a minute).
+bench-data: install
+	$(PY) bench/data_pipeline.py --output=results/bench/data_pipeline.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache
