@@ -92,6 +92,14 @@ def test_sidecar_evaluator_reproduces_the_final_evaluation(tiny_run):
   assert sidecar["step"] == 200
   for key, value in summary["final_metrics"].items():
     assert sidecar[key] == pytest.approx(value, rel=1e-6), key
+  # As a sidecar: evaluates the newest finished checkpoint, then waits for
+  # another until the timeout.
+  watch = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "eval.py"),
+       f"--model_dir={model_dir}", "--watch", "--timeout=1"] + gin_files,
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert watch.returncode == 0, watch.stderr[-2000:]
+  assert "ckpt-200 (step 200): click/auc" in watch.stdout
 
 
 def _checkpoint_values(model_dir, step):
