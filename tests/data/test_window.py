@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from data import schema as schema_lib
 from data.source import InMemorySource
 from data.synthetic import SyntheticStream
 from data.window import MovingWindow
+from tests import strategies
 
 
 def _toy_source(day_sizes):
@@ -88,7 +88,7 @@ def test_resuming_at_step_k_yields_the_tail_exactly():
 def test_replicas_split_the_same_global_batch():
   source = _toy_source([40, 40, 40])
   window = MovingWindow(source, batch_size=8, steps_per_day=3)
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  strategy = strategies.two_cpu_replicas()
   dist = strategy.distribute_datasets_from_function(
       lambda ctx: window.train_dataset(input_context=ctx))
   for step, (global_batch, per_replica) in enumerate(

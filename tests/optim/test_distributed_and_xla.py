@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from optim import build_optimizer
+from tests import strategies
 
 GLOBAL_BATCH, STEPS, VOCAB = 32, 15, 50
 METHOD_ARGS = {"naive": {}, "gc": {"clip_norm": 0.05},
@@ -66,7 +67,7 @@ def test_two_replicas_match_one_device(method):
   one_weights, one_sigmas = _train(tf.distribute.OneDeviceStrategy("/cpu:0"),
                                    method)
   two_weights, two_sigmas = _train(
-      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), method)
+      strategies.two_cpu_replicas(), method)
   # sigma comes from the all-reduced gradient: the same on both setups.
   np.testing.assert_allclose(two_sigmas, one_sigmas, rtol=1e-5, atol=1e-6)
   if method not in ("naive", "adam"):

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from ranking import launch
+from tests import strategies
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -137,8 +138,7 @@ def test_two_replicas_match_one_device(tmp_path):
                              strategy=tf.distribute.OneDeviceStrategy(
                                  "/cpu:0"))
   two, _ = _train_in_process(str(tmp_path / "two"), params=params,
-                             strategy=tf.distribute.MirroredStrategy(
-                                 ["/cpu:0", "/cpu:1"]))
+                             strategy=strategies.two_cpu_replicas())
   assert int(two.global_step.numpy()) == 30
   for a, b in zip(one.model.variables, two.model.variables):
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-5,
