@@ -62,7 +62,7 @@ def main(argv):
     trainer.writer.write(SPLIT, step, results)
     trainer.writer.flush()
     shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
-                     if not k.endswith("/loss"))
+                     if k.endswith(("/auc", "/rmse")))
     print(f"{os.path.basename(path)} (step {step}): {shown}", flush=True)
 
 

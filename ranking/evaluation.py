@@ -16,12 +16,20 @@ class Evaluator:
       self.metrics = {t.name: t.make_metric() for t in model.tasks}
       self.losses = {t.name: tf.keras.metrics.Mean(f"{t.name}/loss")
                      for t in model.tasks}
+      # Mean of p and of p^2: the spread of each task's predictions, which
+      # is 0 when a collapsed model predicts a constant.
+      self.moments = {t.name: (tf.keras.metrics.Mean(f"{t.name}/p"),
+                               tf.keras.metrics.Mean(f"{t.name}/p2"))
+                      for t in model.tasks}
 
     def replica_step(batch):
       outputs = model(batch, training=False)
       for task in model.tasks:
-        self.metrics[task.name].update_state(
-            batch[task.name], task.prediction(outputs[task.name]))
+        prediction = task.prediction(outputs[task.name])
+        self.metrics[task.name].update_state(batch[task.name], prediction)
+        first, second = self.moments[task.name]
+        first.update_state(prediction)
+        second.update_state(tf.square(prediction))
         self.losses[task.name].update_state(
             task.per_example_loss(batch[task.name], outputs[task.name]))
 
@@ -32,8 +40,10 @@ class Evaluator:
     self._step = step
 
   def evaluate(self, dataset: tf.data.Dataset) -> Dict[str, float]:
-    """{"<task>/auc" or "<task>/rmse": value, "<task>/loss": value}."""
-    for metric in list(self.metrics.values()) + list(self.losses.values()):
+    """{"<task>/auc" or "<task>/rmse", "<task>/loss",
+    "<task>/prediction_std": value}."""
+    for metric in (list(self.metrics.values()) + list(self.losses.values())
+                   + [m for pair in self.moments.values() for m in pair]):
       metric.reset_state()
     for batch in self.strategy.experimental_distribute_dataset(dataset):
       self._step(batch)
@@ -42,12 +52,16 @@ class Evaluator:
       out[f"{task.name}/{task.metric_name}"] = float(
           self.metrics[task.name].result())
       out[f"{task.name}/loss"] = float(self.losses[task.name].result())
+      first, second = (float(m.result()) for m in self.moments[task.name])
+      out[f"{task.name}/prediction_std"] = max(second - first**2, 0.0)**0.5
     return out
 
 
-def primary_auc(model, results: Dict[str, float]):
-  """The first binary task's AUC (the one divergence is judged by), if any."""
+def primary(model, results: Dict[str, float]):
+  """(AUC, prediction std) of the first binary task, which divergence is
+  judged by; (None, None) without binary tasks."""
   for task in model.tasks:
     if task.kind == "binary":
-      return results[f"{task.name}/auc"]
-  return None
+      return (results[f"{task.name}/auc"],
+              results[f"{task.name}/prediction_std"])
+  return None, None

@@ -75,7 +75,7 @@ def final_table(summary: Dict, model_dir: str) -> str:
            "| task | metric | value |", "|---|---|---:|"]
   for key, value in metrics.items():
     task, metric = key.rsplit("/", 1)
-    if metric != "loss":
+    if metric in ("auc", "rmse"):
       lines.append(f"| {task} | {metric.upper()} | {value:.4f} |")
   verdict = ("DIVERGED at step "
              f"{summary['diverged_at_step']} ({summary['divergence_reason']})"

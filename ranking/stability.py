@@ -6,11 +6,15 @@ Per step, inside the training loop:
   - micro-divergence: a finite loss above `factor` times its running
     average (an exponential moving average of the losses before it).
 After each evaluation, in Python:
-  - full divergence: a non-finite loss, or the held-out binary AUC falling
-    to <= `auc_floor` after having reached >= `auc_ceiling` (this one can
-    stop a run early); and, in the final verdict, a run whose last held-out
-    AUC is <= `auc_floor` (it collapsed before it was first evaluated, or
-    never learned: the paper's "AUC near 0.5").
+  - full divergence: a non-finite loss; the held-out binary AUC falling to
+    <= `auc_floor` after having reached >= `auc_ceiling`; or a collapsed
+    model: AUC <= `auc_floor` with predictions that hardly depend on the
+    input (standard deviation of the predicted probability on the held-out
+    day < `collapse_std`; dead units, which no gradient revives). A collapse
+    can come before the first evaluation, so it is not required that the AUC
+    was ever high. A model merely slow to learn is not flagged (its
+    predictions still vary), nor is a good model of a rare event (its AUC
+    is high).
 The state lives in variables, so it is checkpointed and resumes exactly.
 """
 
@@ -26,7 +30,7 @@ class StabilityMonitor(tf.Module):
 
   def __init__(self, micro_factor: float = 2.0, ema_decay: float = 0.99,
                warmup_steps: int = 20, auc_floor: float = 0.55,
-               auc_ceiling: float = 0.6):
+               auc_ceiling: float = 0.6, collapse_std: float = 0.01):
     super().__init__(name="stability")
     if not micro_factor > 1:
       raise ValueError(f"micro_factor must be > 1, got {micro_factor}.")
@@ -34,6 +38,7 @@ class StabilityMonitor(tf.Module):
     self.ema_decay = ema_decay
     self.warmup_steps = warmup_steps
     self.auc_floor, self.auc_ceiling = auc_floor, auc_ceiling
+    self.collapse_std = collapse_std
     agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
     self.loss_ema = tf.Variable(0.0, trainable=False, aggregation=agg)
     self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -47,9 +52,8 @@ class StabilityMonitor(tf.Module):
     self.best_auc = tf.Variable(0.0, trainable=False, aggregation=agg)
     self.auc_collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                          aggregation=agg)
-    self.last_auc = tf.Variable(-1.0, trainable=False, aggregation=agg)
-    self.chance_since_step = tf.Variable(-1, dtype=tf.int64,
-                                         trainable=False, aggregation=agg)
+    self.collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                     aggregation=agg)
 
   def observe(self, loss: tf.Tensor, step: tf.Tensor):
     """Updates the statistics with one step's (global) loss. In-graph."""
@@ -66,45 +70,37 @@ class StabilityMonitor(tf.Module):
     self.loss_ema.assign(tf.where(finite, new_ema, self.loss_ema))
     self.finite_steps.assign_add(tf.cast(finite, tf.int64))
 
-  def observe_eval(self, auc: Optional[float], step: int):
-    """Records a held-out binary AUC; marks an AUC collapse."""
+  def observe_eval(self, auc: Optional[float],
+                   prediction_std: Optional[float], step: int):
+    """Records the held-out AUC and prediction spread of the primary binary
+    task; marks an AUC collapse or a collapsed model."""
     if auc is None:
       return
     if (self.auc_collapse_step.numpy() < 0 and
         self.best_auc.numpy() >= self.auc_ceiling
         and auc <= self.auc_floor):
       self.auc_collapse_step.assign(step)
+    if (self.collapse_step.numpy() < 0 and prediction_std is not None and
+        auc <= self.auc_floor and prediction_std < self.collapse_std):
+      self.collapse_step.assign(step)
     self.best_auc.assign(max(float(self.best_auc.numpy()), auc))
-    self.last_auc.assign(auc)
-    if auc > self.auc_floor:
-      self.chance_since_step.assign(-1)
-    elif self.chance_since_step.numpy() < 0:
-      self.chance_since_step.assign(step)
 
   @property
   def diverged(self) -> bool:
-    """Diverged so far: a non-finite loss or an AUC collapse (stops a run)."""
-    return bool(self.nonfinite_steps.numpy() > 0) or bool(
-        self.auc_collapse_step.numpy() >= 0)
-
-  @property
-  def ended_at_chance(self) -> bool:
-    return 0.0 <= float(self.last_auc.numpy()) <= self.auc_floor
+    return any(v.numpy() >= 0 for v in (self.first_nonfinite_step,
+                                         self.auc_collapse_step,
+                                         self.collapse_step))
 
   def verdict(self) -> Dict:
-    """The run summary's stability fields (call at the end of the run)."""
-    steps = [int(s.numpy()) for s in (self.first_nonfinite_step,
-                                      self.auc_collapse_step)
-             if s.numpy() >= 0]
-    reasons = []
-    if int(self.nonfinite_steps.numpy()):
-      reasons.append("non-finite loss")
-    if int(self.auc_collapse_step.numpy()) >= 0:
-      reasons.append(f"held-out AUC fell to <= {self.auc_floor} after "
-                     f">= {self.auc_ceiling}")
-    if self.ended_at_chance and not steps:
-      steps.append(int(self.chance_since_step.numpy()))
-      reasons.append(f"held-out AUC ended at <= {self.auc_floor}")
+    """The run summary's stability fields."""
+    found = [(self.first_nonfinite_step, "non-finite loss"),
+             (self.auc_collapse_step, f"held-out AUC fell to <= "
+              f"{self.auc_floor} after >= {self.auc_ceiling}"),
+             (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor}"
+              f" and prediction std < {self.collapse_std}")]
+    found = [(int(v.numpy()), why) for v, why in found if v.numpy() >= 0]
+    steps = [s for s, _ in found]
+    reasons = [why for _, why in found]
     return {
         "diverged": bool(reasons),
         "diverged_at_step": min(steps) if steps else None,

@@ -24,7 +24,7 @@ from data.source import Source
 from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
 from ranking.distribution import make_strategy
-from ranking.evaluation import Evaluator, primary_auc
+from ranking.evaluation import Evaluator, primary
 from ranking.model import build_model
 from ranking.stability import StabilityMonitor, zero_if_nonfinite
 from ranking.summaries import ScalarWriter
@@ -241,10 +241,10 @@ class Trainer:
 
   def _evaluate(self, step):
     results = self.evaluator.evaluate(self.eval_dataset)
-    self.monitor.observe_eval(primary_auc(self.model, results), step)
+    self.monitor.observe_eval(*primary(self.model, results), step)
     self.writer.write("eval", step, results)
     shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
-                     if not k.endswith("/loss"))
+                     if k.endswith(("/auc", "/rmse")))
     self.log(f"eval day {self.window.eval_day} at step {step}: {shown}")
     return results
 

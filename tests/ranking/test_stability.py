@@ -25,22 +25,25 @@ def test_micro_divergence_nonfinite_and_ema():
 def test_auc_collapse_after_learning():
   monitor = StabilityMonitor()
   for step, auc in [(10, 0.58), (20, 0.65), (30, 0.6), (40, 0.52)]:
-    monitor.observe_eval(auc, step)
+    monitor.observe_eval(auc, 0.1, step)
     assert monitor.diverged == (step == 40)
   assert monitor.verdict()["diverged_at_step"] == 40
 
 
-def test_a_run_that_ends_at_chance_is_diverged_but_a_recovery_is_not():
-  never = StabilityMonitor()
-  for step, auc in [(10, 0.5), (20, 0.51)]:
-    never.observe_eval(auc, step)
-  assert not never.diverged  # does not stop a run early
-  assert never.verdict()["diverged"] and never.verdict()[
-      "diverged_at_step"] == 10
-  recovered = StabilityMonitor()
-  for step, auc in [(10, 0.5), (20, 0.58)]:
-    recovered.observe_eval(auc, step)
-  assert not recovered.verdict()["diverged"]
+def test_constant_predictions_are_a_collapse_slow_learning_is_not():
+  collapsed = StabilityMonitor(collapse_std=0.01)
+  collapsed.observe_eval(0.5, 0.006, 10)
+  assert collapsed.diverged
+  verdict = collapsed.verdict()
+  assert verdict["diverged_at_step"] == 10
+  assert verdict["divergence_reason"].startswith("collapsed")
+  slow = StabilityMonitor(collapse_std=0.01)
+  for step, auc in [(10, 0.47), (20, 0.5)]:  # never learned yet, but alive
+    slow.observe_eval(auc, 0.3, step)
+  assert not slow.diverged and not slow.verdict()["diverged"]
+  rare = StabilityMonitor(collapse_std=0.01)
+  rare.observe_eval(0.8, 0.004, 10)  # a good model of a rare event
+  assert not rare.diverged
 
 
 def test_nonfinite_loss_zeroes_every_gradient():
