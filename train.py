@@ -32,7 +32,6 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   trainer = launch.configure(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir)
   summary = trainer.run()
-  launch.write_operative_config(FLAGS.model_dir)
   print(launch.final_table(summary, FLAGS.model_dir))
   # A diverged run is a result (summary.json says so), not a failure.
   return 0

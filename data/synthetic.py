@@ -113,6 +113,8 @@ class SyntheticStream(Source):
       raise ValueError(f"{name}: examples_per_day must be >= 1.")
     if id_zipf_exponent <= 0 or id_zipf_exponent == 1:
       raise ValueError(f"{name}: id_zipf_exponent must be > 0 and != 1.")
+    if new_items_per_shift < 1:
+      raise ValueError(f"{name}: new_items_per_shift must be >= 1.")
     if dense_dim < 8:
       raise ValueError(f"{name}: dense_dim must be >= 8.")
     self.seed = int(seed)
@@ -199,8 +201,7 @@ class SyntheticStream(Source):
     user = self._zipf(self.num_users, row, _F_USER)
     old_item = self._zipf(self.num_items, row, _F_ITEM)
     new_item = (self.num_items + (shifts - 1) * self.new_items_per_shift +
-                self._zipf(max(self.new_items_per_shift, 2), row, _F_NEW) %
-                max(self.new_items_per_shift, 1))
+                self._zipf(self.new_items_per_shift, row, _F_NEW))
     is_new = (shifts > 0) & (self._uniform(row, _F_NEW, 7) <
                              self.new_item_share)
     item = tf.where(is_new, new_item, old_item)

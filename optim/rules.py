@@ -179,7 +179,10 @@ def validate_hyperparameters(method: str, hyperparameters: dict) -> dict:
 
 
 def make_rule(method: str, **hyperparameters) -> Rule:
-  """Binds a rule to validated hyperparameters: rule(grad, var, r, lr)."""
+  """Binds a rule to validated hyperparameters: rule(grad, var, r, lr).
+
+  The bound values, defaults filled in, are its `hyperparameters` attribute.
+  """
   rule = _lookup(method)
   values = validate_hyperparameters(method, hyperparameters)
 
@@ -187,4 +190,5 @@ def make_rule(method: str, **hyperparameters) -> Rule:
     return rule(grad, var, direction, lr, **values)
 
   bound.__name__ = f"{rule.__name__}({values})"
+  bound.hyperparameters = values
   return bound

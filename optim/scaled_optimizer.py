@@ -69,9 +69,8 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     super().__init__(name=name, **kwargs)
     self._learning_rate = self._build_learning_rate(learning_rate)
     self.clipping = clipping
-    self.clipping_params = rules.validate_hyperparameters(
-        clipping, dict(clipping_params or {}))
-    self._rule = rules.make_rule(clipping, **self.clipping_params)
+    self._rule = rules.make_rule(clipping, **dict(clipping_params or {}))
+    self.clipping_params = dict(self._rule.hyperparameters)
     self.record_diagnostics = record_diagnostics
     self.diagnostics_every = diagnostics_every
     self._scaled_variables = []

@@ -61,7 +61,9 @@ def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
 
 
 def configure(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
-  """build_trainer, then records the operative config in model_dir."""
+  """build_trainer, then records the operative config in model_dir (every
+  configurable has been called by then, so it is complete before training,
+  and eval.py can read it even if the run is killed)."""
   trainer = build_trainer(gin_files, gin_params, model_dir)
   write_operative_config(model_dir)
   return trainer

@@ -46,9 +46,8 @@ class MultitaskRanker(tfrs.Model):
     self.bottom = bottom
     self.heads = {}
     for task in self.tasks:
-      layers = [tf.keras.layers.Dense(w, activation="relu",
-                                      kernel_initializer=kernel_initializer)
-                for w in tower_widths]
+      layers = ([MLP(tower_widths, kernel_initializer, name="tower")]
+                if tower_widths else [])
       layers.append(tf.keras.layers.Dense(
           1, kernel_initializer=kernel_initializer, name="logit"))
       self.heads[task.name] = tf.keras.Sequential(layers,
@@ -177,8 +176,6 @@ def build_model(schema: schema_lib.Schema,
                  kernel_initializer, name="bottom")
   else:
     raise ValueError(f"Unknown bottom {bottom!r}; expected one of {BOTTOMS}.")
-  if tower_widths:
-    MLP(tower_widths)  # validates the widths
   cross = (CrossStack(cross_layers, cross_projection_dim, kernel_initializer,
                       name="cross")
            if cross_layers else None)

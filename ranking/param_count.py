@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-import gin
 import tensorflow as tf
 
 from data.synthetic import SyntheticStream
+from ranking import launch
 from ranking.model import build_model
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,7 @@ def count_parameters(model) -> dict:
 
 def main(argv):
   del argv
-  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
+  launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
   stream = SyntheticStream(num_days=2, examples_per_day=8)
   model = build_model(stream.schema)
   model(stream.rows(tf.range(2)))

@@ -358,43 +358,42 @@ def test_missing_log_file_is_named(tmp_path):
     _prepare(str(tmp_path / "empty"), tmp_path)
 
 
-def test_missing_column_is_named(tmp_path):
-  log = _log(_FIRST_LOG).drop(columns=["is_click"])
-  manual = _write_release(tmp_path / "r", first_log=log)
-  with pytest.raises(ValueError,
-                     match=r"log_standard_4_08_to_4_21_pure\.csv: missing "
-                           r"column\(s\) \['is_click'\]"):
-    _prepare(manual, tmp_path)
+def _drop_click(log):
+  return log.drop(columns=["is_click"])
 
 
-def test_unparsable_timestamp_is_named(tmp_path):
-  log = _log(_FIRST_LOG).astype({"time_ms": object})
+def _text_timestamp(log):
+  log = log.astype({"time_ms": object})
   log.loc[2, "time_ms"] = "2022-04-09 00:00"
-  manual = _write_release(tmp_path / "r", first_log=log)
-  # Data row 2 is line 4 (after the header and rows 0 and 1).
-  with pytest.raises(ValueError,
-                     match=r"4_21_pure\.csv, line 4: the timestamp in column "
-                           r"'time_ms' is unparsable: '2022-04-09 00:00'"):
-    _prepare(manual, tmp_path)
+  return log
 
 
-def test_nan_label_is_named(tmp_path):
-  log = _log(_FIRST_LOG).astype({"is_like": float})
+def _nan_like(log):
+  log = log.astype({"is_like": float})
   log.loc[1, "is_like"] = np.nan
-  manual = _write_release(tmp_path / "r", first_log=log)
-  with pytest.raises(ValueError,
-                     match=r"4_21_pure\.csv, line 3: the is_like label in "
-                           r"column 'is_like' is missing"):
-    _prepare(manual, tmp_path)
+  return log
 
 
-def test_non_binary_label_is_named(tmp_path):
-  log = _log(_FIRST_LOG)
+def _long_view_two(log):
   log.loc[3, "long_view"] = 2
-  manual = _write_release(tmp_path / "r", first_log=log)
-  with pytest.raises(ValueError,
-                     match=r"line 5: the long_view label in column "
-                           r"'long_view' is 2, not one of \[0, 1\]"):
+  return log
+
+
+# Data row r is line r + 2 (after the header).
+@pytest.mark.parametrize("corrupt,message", [
+    (_drop_click, r"log_standard_4_08_to_4_21_pure\.csv: missing "
+                  r"column\(s\) \['is_click'\]"),
+    (_text_timestamp, r"4_21_pure\.csv, line 4: the timestamp in column "
+                      r"'time_ms' is unparsable: '2022-04-09 00:00'"),
+    (_nan_like, r"4_21_pure\.csv, line 3: the is_like label in "
+                r"column 'is_like' is missing"),
+    (_long_view_two, r"line 5: the long_view label in column "
+                     r"'long_view' is 2, not one of \[0, 1\]"),
+], ids=["missing column", "unparsable timestamp", "NaN label",
+        "non-binary label"])
+def test_bad_log_values_are_named(tmp_path, corrupt, message):
+  manual = _write_release(tmp_path / "r", first_log=corrupt(_log(_FIRST_LOG)))
+  with pytest.raises(ValueError, match=message):
     _prepare(manual, tmp_path)
 
 

@@ -6,30 +6,13 @@ import tensorflow as tf
 
 from data import schema as schema_lib
 from data.synthetic import SyntheticStream
+from tests import reference_metrics
 
 
 def _day(stream, day, n=None):
   lo = stream.day_offsets[day]
   n = n or stream.day_size(day)
   return {k: v.numpy() for k, v in stream.rows(tf.range(lo, lo + n)).items()}
-
-
-def _auc(labels, scores):
-  """Rank-based AUC (Mann-Whitney), ties averaged."""
-  order = np.argsort(scores, kind="mergesort")
-  ranks = np.empty(len(scores))
-  ranks[order] = np.arange(1, len(scores) + 1)
-  for s in np.unique(scores):  # average ranks of ties
-    tie = scores == s
-    ranks[tie] = ranks[tie].mean()
-  pos = labels == 1
-  n_pos, n_neg = pos.sum(), (~pos).sum()
-  return (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def test_auc_helper_on_a_hand_example():
-  assert _auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
-  assert _auc(np.array([0, 1, 0, 1]), np.array([1.0, 1.0, 1.0, 1.0])) == 0.5
 
 
 def test_batches_match_the_schema_and_are_deterministic():
@@ -82,8 +65,9 @@ def test_the_stream_is_learnable_by_logistic_regression():
                 tf.keras.losses.BinaryCrossentropy(from_logits=True))
   model.fit((x - mean) / std, y, batch_size=1024, epochs=4, verbose=0)
   scores = model.predict((design(test) - mean) / std, verbose=0)[:, 0]
-  auc = _auc(test["click"], scores)
-  base_rate_auc = _auc(test["click"], np.full(len(scores), y.mean()))
+  auc = reference_metrics.auc(test["click"], scores)
+  base_rate_auc = reference_metrics.auc(test["click"],
+                                        np.full(len(scores), y.mean()))
   assert auc > 0.65, auc
   assert base_rate_auc == 0.5
 
@@ -120,6 +104,7 @@ def test_memory_does_not_depend_on_days():
     (dict(num_days=1), "num_days must be >= 2"),
     (dict(examples_per_day=0), "examples_per_day"),
     (dict(id_zipf_exponent=1.0), "id_zipf_exponent"),
+    (dict(new_items_per_shift=0), "new_items_per_shift must be >= 1"),
 ])
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -12,9 +12,11 @@ import tensorflow as tf
 from data import schema as s
 from data.synthetic import SyntheticStream
 from optim import build_optimizer
+from ranking import launch
 from ranking.features import input_width
 from ranking.model import build_model
 from ranking.param_count import count_parameters
+from tests import reference_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -83,8 +85,8 @@ def _formula(width, bottom, tasks, cross_layers=0, towers=()):
 def test_preset_parameter_counts(preset, paper):
   gin.clear_config()
   try:
-    gin.parse_config_file(os.path.join(ROOT, "configs", "models",
-                                       f"{preset}.gin"))
+    launch.parse_gin([os.path.join(ROOT, "configs", "models",
+                                   f"{preset}.gin")], [])
     stream = SyntheticStream(num_days=2, examples_per_day=4)
     model = build_model(stream.schema)
     model(stream.rows(tf.range(2)))
@@ -117,7 +119,7 @@ def test_towers_and_low_rank_cross_count_by_formula():
 def test_every_model_preset_builds_with_the_small_machine_overlay(path):
   gin.clear_config()
   try:
-    gin.parse_config_files_and_bindings(
+    launch.parse_gin(
         [path, os.path.join(ROOT, "configs", "small_machine.gin")], [])
     stream = SyntheticStream(num_days=2, examples_per_day=8)
     model = build_model(stream.schema)
@@ -156,13 +158,6 @@ def test_one_training_step_moves_only_what_it_should(bottom):
     assert len(model.bottom.gates) == 6 and len(model.bottom.experts) == 3
 
 
-def _auc(labels, scores):
-  pos, neg = scores[labels == 1], scores[labels == 0]
-  greater = (pos[:, None] > neg[None, :]).sum()
-  ties = (pos[:, None] == neg[None, :]).sum()
-  return (greater + 0.5 * ties) / (len(pos) * len(neg))
-
-
 def test_per_task_metrics_match_numpy_and_do_not_mix_tasks():
   stream = SyntheticStream(num_days=2, examples_per_day=2000, seed=5)
   schema = stream.schema.select_labels(["click", "watch_time"])
@@ -173,19 +168,16 @@ def test_per_task_metrics_match_numpy_and_do_not_mix_tasks():
   click, watch = batch["click"].numpy(), batch["watch_time"].numpy()
   auc = float(model.metrics_by_task["click"].result())
   rmse = float(model.metrics_by_task["watch_time"].result())
-  assert auc == pytest.approx(_auc(click, preds["click"]), abs=2e-3)
+  assert auc == pytest.approx(reference_metrics.auc(click, preds["click"]),
+                              abs=2e-3)
   assert rmse == pytest.approx(
       np.sqrt(np.mean((preds["watch_time"] - watch) ** 2)), rel=1e-5)
   # Mixing tasks would score one task's predictions against another's
   # labels; those numbers differ from the right ones.
-  assert abs(_auc(click, preds["watch_time"]) - auc) > 1e-3
+  assert abs(reference_metrics.auc(click, preds["watch_time"]) - auc) > 1e-3
   assert set(model.metrics_by_task) == {"click", "watch_time"}
   assert {m.name for m in model.metrics_by_task.values()} == {
       "click/auc", "watch_time/rmse"}
-
-
-def test_hand_auc_helper():
-  assert _auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
 
 
 @pytest.mark.parametrize("kwargs,message", [
