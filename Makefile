@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train bench-optim bench-data clean
+.PHONY: install test train table2 table2-calibrate table2-report bench-optim bench-data clean
 
 install: $(STAMP)
 
@@ -27,6 +27,20 @@ RUN_DIR ?= runs/large_dcn_clippy-$(shell date +%Y%m%d-%H%M%S)
 train: install
 	$(PY) train.py --gin_file=configs/large_dcn_clippy.gin \
 	  --gin_file=configs/small_machine.gin --model_dir=$(RUN_DIR)
+
+# The paper's Table 2 on this machine (configs/table2_cpu.gin: 72 runs, about
+# 40 minutes on 2 cores): results/table2_cpu/{table2.md,claims.md,*.png}.
+# Resumable: rerun after a kill and only the missing runs train.
+table2: install
+	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin
+
+# The naive-Adagrad learning-rate ladder behind table2's 1x (about 5 minutes).
+table2-calibrate: install
+	$(PY) -m sweeps --gin_file=configs/table2_cpu_calibration.gin
+
+# Rewrites table, figures and claims from the committed results only.
+table2-report: install
+	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin --report_only
 
 # Step time of every optimizer on the Small and Large MLPs (several minutes).
 bench-optim: install

@@ -8,6 +8,7 @@ import gin
 import pytest
 
 from ranking import launch
+from sweeps import grid  # registers Sweep, which the table2*.gin files bind
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,3 +36,44 @@ def test_config_parses(path):
     launch.parse_gin([path], [f"{name} = 'placeholder'" for name in required])
   finally:
     gin.clear_config()
+
+
+SWEEPS = sorted(glob.glob(os.path.join(ROOT, "configs", "table2*.gin")))
+
+
+@pytest.mark.parametrize("path", SWEEPS,
+                         ids=[os.path.relpath(p, ROOT) for p in SWEEPS])
+def test_sweep_config_builds(path):
+  gin.clear_config()
+  try:
+    sweep = grid.load_sweep([path], [])
+    assert sweep.total_runs() == len(set(
+        r.name for r in _play_out(sweep)))
+  finally:
+    gin.clear_config()
+
+
+def _play_out(sweep):
+  """Every run of the protocol, with made-up results."""
+  results = {}
+  while True:
+    missing = [r for r in grid.plan(sweep, results) if r.name not in results]
+    if not missing:
+      return grid.plan(sweep, results)
+    for r in missing:
+      results[r.name] = (0.5 + 0.001 * len(results), False)
+
+
+def test_cpu_preset_is_the_paper_grid():
+  gin.clear_config()
+  try:
+    sweep = grid.load_sweep(["configs/table2_cpu.gin"], [])
+  finally:
+    gin.clear_config()
+  assert list(sweep.models) == ["Small", "Large", "Large+DCN"]
+  assert sweep.methods == ("naive", "gc", "agc", "lamb", "clippy")
+  assert sweep.thresholds == grid.PAPER_THRESHOLDS
+  assert sweep.lr_multipliers == (1.0, 2.0) and sweep.seeds == (0, 1, 2)
+  # Small: naive 2+2, GC/AGC/LAMB 3x2+2 each, Clippy 2+2; Large and
+  # Large+DCN: 5 methods x (2+2).
+  assert sweep.total_runs() == 32 + 20 + 20

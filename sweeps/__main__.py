@@ -1,0 +1,81 @@
+"""Runs a Table 2 sweep and writes its table, figures and claims check.
+
+  python -m sweeps --gin_file=configs/table2_cpu.gin          # the CPU grid
+  python -m sweeps --gin_file=configs/table2_cpu.gin --report_only
+
+Runs already finished are skipped; a run killed midway resumes from its
+checkpoints. Stopping the sweep (Ctrl-C, SIGTERM, even SIGKILL) stops its
+trainings; rerunning it finishes only the missing runs. Writes
+results/<name>/: runs.csv, table2.md, per_task.csv, claims.md, the figures
+and runs/<run>/{summary.json,metrics.jsonl,operative_config.gin}.
+"""
+
+import os
+import sys
+import time
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from sweeps import claims
+from sweeps import figures
+from sweeps import grid
+from sweeps import runner
+from sweeps import table
+
+flags.DEFINE_multi_string("gin_file", [], "Sweep gin files, in order.")
+flags.DEFINE_multi_string("gin_param", [], "Sweep bindings, applied last.")
+flags.DEFINE_bool("report_only", False,
+                  "Only (re)write the table, figures and claims from the "
+                  "results directory; start no run.")
+FLAGS = flags.FLAGS
+
+
+def report(sweep: grid.Sweep, log=print):
+  """Writes table2.md, per_task.csv, the figures and claims.md from the
+  collected runs; returns the paths."""
+  out_dir = runner.results_dir(sweep)
+  runs_dir = os.path.join(out_dir, "runs")
+  summaries = runner.load_results(sweep, runs_dir)
+  if not summaries:
+    raise FileNotFoundError(f"No finished runs in {runs_dir}; run the sweep "
+                            "first.")
+  runner.write_runs_csv(sweep, summaries)
+  paths = list(table.write(sweep, summaries, out_dir))
+  for path, shown in figures.write(sweep, summaries, runs_dir,
+                                   out_dir).items():
+    if shown is None:
+      log(f"  {os.path.basename(path)}: not drawn, the sweep has no such run")
+      if os.path.exists(path):
+        os.remove(path)
+    else:
+      paths.append(path)
+  paths.append(claims.write(sweep, summaries, runs_dir, out_dir))
+  with open(os.path.join(out_dir, "table2.md")) as f:
+    log("\n" + f.read())
+  with open(os.path.join(out_dir, "claims.md")) as f:
+    log(f.read())
+  log("wrote " + ", ".join(paths))
+  return paths
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.gin_file:
+    raise app.UsageError("Give --gin_file, e.g. configs/table2_cpu.gin.")
+  sweep = grid.load_sweep(FLAGS.gin_file, FLAGS.gin_param)
+  if not FLAGS.report_only:
+    start = time.time()
+    runner.run_sweep(sweep, log=lambda s: print(s, flush=True))
+    print(f"sweep {sweep.name}: all runs finished; this invocation took "
+          f"{(time.time() - start) / 60:.1f} min", flush=True)
+  report(sweep)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,302 @@
+"""Runs a sweep's grid: each training in its own train.py process, at most
+`Sweep.parallel` at once, skipping runs already finished.
+
+A run is finished when its directory holds summary.json (train.py writes it
+last, atomically). A run killed midway left checkpoints in its directory,
+and the rerun of the sweep restarts it there, so it resumes. Each finished
+run's summary.json and metrics.jsonl are copied to
+<results_dir>/<sweep>/runs/<run>/ and runs.csv is rewritten, so the results
+directory holds everything the table, figures and claims read.
+"""
+
+import csv
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from sweeps import grid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COPIED = ("run.json", "summary.json", "metrics.jsonl", "operative_config.gin")
+
+
+def run_dir(sweep: grid.Sweep, run: grid.Run) -> str:
+  return os.path.join(sweep.runs_dir, sweep.name, run.name)
+
+
+def results_dir(sweep: grid.Sweep) -> str:
+  return os.path.join(sweep.results_dir, sweep.name)
+
+
+def read_summary(directory: str) -> Optional[Dict]:
+  path = os.path.join(directory, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_results(sweep: grid.Sweep, directory: str) -> Dict[str, Dict]:
+  """{run name: summary} of the finished runs under `directory`, whose
+  subdirectories are named by run."""
+  out = {}
+  if os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      summary = read_summary(os.path.join(directory, name))
+      if summary is not None:
+        out[name] = summary
+  return out
+
+
+def run_row(sweep: grid.Sweep, run: grid.Run, summary: Dict) -> Dict:
+  """One line of runs.csv."""
+  row = {
+      "run": run.name, "model": run.model, "method": run.method,
+      "threshold_param": grid.THRESHOLD_PARAMS.get(run.method, "")
+                         if run.threshold is not None else "",
+      "threshold": "" if run.threshold is None else run.threshold,
+      "lr_multiplier": run.lr_multiplier,
+      "learning_rate": run.learning_rate(sweep), "seed": run.seed,
+      "stage": run.stage,
+      "diverged": summary["diverged"],
+      "diverged_at_step": summary.get("diverged_at_step"),
+      "divergence_reason": summary.get("divergence_reason") or "",
+      "micro_divergences": summary.get("micro_divergences"),
+      "final_step": summary["final_step"],
+      "scheduled_steps": summary["scheduled_steps"],
+      "wall_seconds": summary.get("wall_seconds", ""),
+  }
+  row.update(summary.get("final_metrics") or {})
+  return row
+
+
+def write_runs_csv(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> str:
+  """runs.csv: one row per finished run of the plan, in plan order."""
+  results = grid.results_of(sweep, summaries)
+  rows = [run_row(sweep, run, summaries[run.name])
+          for run in grid.plan(sweep, results) if run.name in summaries]
+  columns = []
+  for row in rows:
+    columns += [k for k in row if k not in columns]
+  path = os.path.join(results_dir(sweep), "runs.csv")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def collect_dir(source: str, target: str, wall_seconds: Optional[float]):
+  """Copies a finished run's small files into the results directory."""
+  os.makedirs(target, exist_ok=True)
+  for name in COPIED:
+    if os.path.exists(os.path.join(source, name)):
+      shutil.copyfile(os.path.join(source, name),
+                      os.path.join(target, name + ".tmp"))
+      os.replace(os.path.join(target, name + ".tmp"),
+                 os.path.join(target, name))
+  if wall_seconds is not None:
+    summary = read_summary(target)
+    summary["wall_seconds"] = round(wall_seconds, 1)
+    with open(os.path.join(target, "summary.json.tmp"), "w") as f:
+      json.dump(summary, f, indent=1)
+    os.replace(os.path.join(target, "summary.json.tmp"),
+               os.path.join(target, "summary.json"))
+
+
+def _die_with_parent():
+  """In the child: SIGTERM when the runner dies, even by SIGKILL, so a
+  killed sweep leaves no training behind to race its rerun (Linux)."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+  except OSError:
+    pass
+
+
+def command(sweep: grid.Sweep, run: grid.Run) -> List[str]:
+  args = [sys.executable, os.path.join(REPO, "train.py"),
+          f"--model_dir={run_dir(sweep, run)}"]
+  args += [f"--gin_file={f}" for f in run.gin_files(sweep)]
+  args += [f"--gin_param={p}" for p in run.gin_params(sweep)]
+  return args
+
+
+def child_env(sweep: grid.Sweep) -> Dict[str, str]:
+  env = dict(os.environ)
+  env["TF_USE_LEGACY_KERAS"] = "1"
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  threads = sweep.threads_per_run or max(
+      1, (os.cpu_count() or 1) // sweep.parallel)
+  env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+  env["TF_NUM_INTEROP_THREADS"] = str(threads)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+class _Running:
+  def __init__(self, run, process, log_file, started):
+    self.run, self.process, self.log_file = run, process, log_file
+    self.started = started
+
+
+def check_specs(sweep: grid.Sweep, summaries: Dict[str, Dict]):
+  """Refuses finished runs that trained with other settings than the
+  sweep's (e.g. after its learning rate was changed): they would be
+  reported as this sweep's."""
+  results = grid.results_of(sweep, summaries)
+  stale = []
+  for run in grid.plan(sweep, results):
+    if run.name not in summaries:
+      continue
+    path = os.path.join(results_dir(sweep), "runs", run.name, "run.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded != run.spec(sweep):
+      stale.append(f"{run.name}: recorded {recorded}, now "
+                   f"{run.spec(sweep)}")
+  if stale:
+    raise ValueError(
+        f"Sweep {sweep.name!r}: {len(stale)} finished runs trained with "
+        f"other settings; give the sweep another Sweep.name or delete "
+        f"{results_dir(sweep)} and {os.path.join(sweep.runs_dir, sweep.name)}"
+        ":\n" + "\n".join(stale))
+
+
+def _count_done(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> int:
+  results = grid.results_of(sweep, summaries)
+  return len({r.name for r in grid.plan(sweep, results)} & set(summaries))
+
+
+def _format_minutes(seconds: float) -> str:
+  return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
+              max_new_runs: Optional[int] = None) -> Dict[str, Dict]:
+  """Runs every missing run of the plan; returns {run name: summary}.
+
+  Args:
+    sweep: the grid.
+    log: where progress lines go.
+    max_new_runs: stop starting runs after this many (None: all).
+
+  Raises:
+    RuntimeError: some runs failed (their logs are named); the finished
+      ones are kept.
+  """
+  os.makedirs(os.path.join(sweep.runs_dir, sweep.name), exist_ok=True)
+  lock = open(os.path.join(sweep.runs_dir, sweep.name, ".lock"), "w")
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError as e:
+    raise RuntimeError(f"Another process is running sweep {sweep.name!r} "
+                       f"({lock.name} is locked).") from e
+  # Finished: collected into the results directory, or finished in the
+  # runs directory while no runner was watching (then collected now).
+  for name in load_results(sweep, os.path.join(sweep.runs_dir, sweep.name)):
+    if read_summary(os.path.join(results_dir(sweep), "runs", name)) is None:
+      collect_dir(os.path.join(sweep.runs_dir, sweep.name, name),
+                  os.path.join(results_dir(sweep), "runs", name), None)
+  summaries = load_results(sweep, os.path.join(results_dir(sweep), "runs"))
+  check_specs(sweep, summaries)
+  total = sweep.total_runs()
+  done_before = _count_done(sweep, summaries)
+  log(f"sweep {sweep.name}: {total} runs in all, {done_before} already "
+      f"finished; {sweep.parallel} at a time; runs in "
+      f"{os.path.join(sweep.runs_dir, sweep.name)}, results in "
+      f"{results_dir(sweep)}")
+  env = child_env(sweep)
+  running: List[_Running] = []
+  failed: Dict[str, str] = {}
+  started_new = 0
+  sweep_start = time.time()
+  durations: List[float] = []
+
+  def stop_children(signum, frame):  # pylint: disable=unused-argument
+    for r in running:
+      r.process.terminate()
+    for r in running:
+      r.process.wait()
+    raise KeyboardInterrupt(f"sweep stopped by signal {signum}; rerun to "
+                            "finish the missing runs")
+
+  previous = signal.signal(signal.SIGTERM, stop_children)
+  try:
+    while True:
+      results = grid.results_of(sweep, summaries)
+      busy = {r.run.name for r in running}
+      ready = [r for r in grid.plan(sweep, results)
+               if r.name not in summaries and r.name not in busy and
+               r.name not in failed]
+      while ready and len(running) < sweep.parallel and (
+          max_new_runs is None or started_new < max_new_runs):
+        run = ready.pop(0)
+        directory = run_dir(sweep, run)
+        os.makedirs(directory, exist_ok=True)
+        resumed = os.path.isdir(os.path.join(directory, "checkpoints"))
+        with open(os.path.join(directory, "run.json"), "w") as f:
+          json.dump(run.spec(sweep), f, indent=1)
+        log_file = open(os.path.join(directory, "train.log"), "a")
+        process = subprocess.Popen(command(sweep, run), cwd=REPO, env=env,
+                                   stdout=log_file, stderr=subprocess.STDOUT,
+                                   preexec_fn=_die_with_parent)
+        running.append(_Running(run, process, log_file, time.time()))
+        started_new += 1
+        log(f"  start  {run.name}" + (" (resuming)" if resumed else ""))
+      if not running:
+        break
+      time.sleep(0.5)
+      for r in list(running):
+        code = r.process.poll()
+        if code is None:
+          continue
+        running.remove(r)
+        r.log_file.close()
+        elapsed = time.time() - r.started
+        summary = read_summary(run_dir(sweep, r.run))
+        if code != 0 or summary is None:
+          failed[r.run.name] = os.path.join(run_dir(sweep, r.run),
+                                            "train.log")
+          log(f"  FAILED {r.run.name} (exit {code}); see "
+              f"{failed[r.run.name]}")
+          continue
+        collect_dir(run_dir(sweep, r.run),
+                    os.path.join(results_dir(sweep), "runs", r.run.name),
+                    elapsed)
+        summaries[r.run.name] = read_summary(
+            os.path.join(results_dir(sweep), "runs", r.run.name))
+        write_runs_csv(sweep, summaries)
+        durations.append(elapsed)
+        auc, diverged = grid.result_of(sweep, summary)
+        done = _count_done(sweep, summaries)
+        left = total - done
+        eta = (sum(durations) / len(durations)) * left / sweep.parallel
+        log(f"  done   {r.run.name}: {sweep.primary_auc} {auc:.4f}"
+            f"{' DIVERGED' if diverged else ''} ({elapsed:.0f} s) "
+            f"[{done}/{total}, elapsed "
+            f"{_format_minutes(time.time() - sweep_start)}, "
+            f"~{_format_minutes(eta)} left]")
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    for r in running:  # only on an exception: stop what we started
+      r.process.terminate()
+      r.process.wait()
+      r.log_file.close()
+    lock.close()
+  if summaries:
+    write_runs_csv(sweep, summaries)
+  if failed:
+    raise RuntimeError(f"{len(failed)} runs failed: " + ", ".join(
+        f"{n} (log: {p})" for n, p in failed.items()))
+  return summaries
