@@ -21,46 +21,70 @@ def _verdict(ok) -> str:
   return {True: "HOLDS", False: "FAILS", None: "UNDECIDED"}[ok]
 
 
+def _finished(sweep, summaries, method):
+  """[(run, summary)] of the planned runs of `method` that have finished."""
+  plan = grid.plan(sweep, grid.results_of(sweep, summaries))
+  return [(r, summaries[r.name]) for r in plan
+          if r.method == method and r.name in summaries]
+
+
 def naive_diverges(sweep, summaries) -> Tuple[bool, str]:
-  """(1) Naive Adagrad diverges: some naive run diverged."""
+  """(1) Naive Adagrad diverges: at the 1x rate, on some model (with 1x
+  calibrated on the smallest model, 2x diverging there is by design)."""
   if "naive" not in sweep.methods:
     return None, "no naive runs in this sweep"
-  seen, diverged = [], []
-  for model in sweep.models:
-    for name, s in summaries.items():
-      if name.startswith(grid.slug(model) + "-naive-"):
-        seen.append(name)
-        if s["diverged"]:
-          diverged.append(f"{name} (step {s['diverged_at_step']})")
-  if not seen:
+  runs = _finished(sweep, summaries, "naive")
+  if not runs:
     return None, "no naive run has finished"
-  return bool(diverged), (f"{len(diverged)} of {len(seen)} naive runs "
-                          f"diverged: " + (", ".join(diverged) or "none"))
+  base = min(sweep.lr_multipliers)
+  parts, at_base = [], False
+  for model in sweep.models:
+    mine = [(r, s) for r, s in runs if r.model == model]
+    per_rate = []
+    for multiplier in sweep.lr_multipliers:
+      at = [s for r, s in mine if r.lr_multiplier == multiplier]
+      if at:
+        bad = [s for s in at if s["diverged"]]
+        steps = ", ".join(str(s["diverged_at_step"]) for s in bad)
+        per_rate.append(f"{multiplier:g}x {len(bad)}/{len(at)} diverged"
+                        + (f" (at step {steps})" if bad else ""))
+        at_base = at_base or (multiplier == base and bool(bad))
+    parts.append(f"{model}: " + ", ".join(per_rate))
+  return at_base, "; ".join(parts)
 
 
 def clippy_trains_at_2x(sweep, summaries) -> Tuple[bool, str]:
-  """(2) Clippy trains at 2x on every model without divergence."""
+  """(2) Clippy trains at 2x on every model without divergence (every
+  planned Clippy run at the top rate, all seeds that were run there)."""
   top = max(sweep.lr_multipliers)
   if "clippy" not in sweep.methods or top <= 1:
     return None, "no Clippy runs above 1x in this sweep"
+  runs = _finished(sweep, summaries, "clippy")
   parts, ok = [], True
   for model in sweep.models:
-    prefix = f"{grid.slug(model)}-clippy-lr{top:g}x-"
-    runs = {n: s for n, s in summaries.items() if n.startswith(prefix)}
-    if not runs:
+    at = [s for r, s in runs if r.model == model and r.lr_multiplier == top]
+    if not at:
       return None, f"no Clippy {top:g}x run on {model} has finished"
-    bad = [n for n, s in runs.items() if s["diverged"]]
+    bad = [s for s in at if s["diverged"]]
     ok = ok and not bad
-    auc = np.mean([s["final_metrics"][sweep.primary_auc]
-                   for s in runs.values()])
-    parts.append(f"{model}: {len(runs) - len(bad)}/{len(runs)} runs at "
-                 f"{top:g}x without divergence, mean {sweep.primary_auc} "
-                 f"{auc:.4f}")
+    aucs = [table_lib.number(s["final_metrics"].get(sweep.primary_auc))
+            for s in at if not s["diverged"]]
+    aucs = [a for a in aucs if math.isfinite(a)]
+    parts.append(f"{model}: {len(at) - len(bad)}/{len(at)} runs at "
+                 f"{top:g}x without divergence" + (
+                     f", mean {sweep.primary_auc} {np.mean(aucs):.4f}"
+                     if aucs else ""))
   return ok, "; ".join(parts)
 
 
+def _incomplete(cells, models, methods):
+  missing = [f"{model} {grid.METHOD_NAMES[m]}" for model in models
+             for m in methods if not cells[model][m].complete]
+  return (f"waiting for runs of {', '.join(missing)}" if missing else None)
+
+
 def _mean_std(cell: table_lib.Cell, metric: str):
-  if cell.best is None or cell.all_diverged or not cell.runs:
+  if cell.all_diverged or not cell.runs:
     return None
   mean, std, _ = cell.stats(metric)
   return None if math.isnan(mean) else (mean, std)
@@ -70,48 +94,61 @@ def clippy_matches_best(sweep, cells) -> Tuple[bool, str]:
   """(3) Clippy's AUC >= the best baseline's minus one std on every model."""
   if "clippy" not in sweep.methods:
     return None, "no Clippy in this sweep"
+  methods = [m for m in sweep.methods if m in BASELINES or m == "clippy"]
+  waiting = _incomplete(cells, sweep.models, methods)
+  if waiting:
+    return None, waiting
   parts, ok = [], True
   for model in sweep.models:
     clippy = _mean_std(cells[model]["clippy"], sweep.primary_auc)
-    baselines = {m: _mean_std(cells[model][m], sweep.primary_auc)
-                 for m in BASELINES if m in sweep.methods}
-    baselines = {m: v for m, v in baselines.items() if v is not None}
     if clippy is None:
-      return None if cells[model]["clippy"].best is None else False, (
-          f"{model}: Clippy has no AUC (missing or diverged)")
+      return False, f"{model}: Clippy diverged on every seed"
+    baselines = {m: _mean_std(cells[model][m], sweep.primary_auc)
+                 for m in methods if m != "clippy"}
+    baselines = {m: v for m, v in baselines.items() if v is not None}
     if not baselines:
       parts.append(f"{model}: every baseline diverged; Clippy "
                    f"{clippy[0]:.4f}")
       continue
     best = max(baselines, key=lambda m: baselines[m][0])
     mean, std = baselines[best]
+    diverged = sum(cells[model][best].diverged)
     ok = ok and clippy[0] >= mean - std
-    parts.append(f"{model}: Clippy {clippy[0]:.4f} ± {clippy[1]:.4f} vs best "
-                 f"baseline {grid.METHOD_NAMES[best]} {mean:.4f} ± {std:.4f} "
-                 f"(bar {mean - std:.4f})")
+    parts.append(
+        f"{model}: Clippy {clippy[0]:.4f} ± {clippy[1]:.4f} vs best baseline "
+        f"{grid.METHOD_NAMES[best]} {mean:.4f} ± {std:.4f} (bar "
+        f"{mean - std:.4f}" + (f"; {diverged} of its seeds diverged"
+                               if diverged else "") + ")")
   return ok, "; ".join(parts)
 
 
 def gain_over_gc_grows(sweep, cells) -> Tuple[bool, str]:
   """(4) Clippy's AUC gain over GC grows from the first model to the last.
 
-  A GC cell in which every seed diverged counts as AUC 0.5 (chance)."""
+  A GC cell in which every seed diverged counts as AUC 0.5 (chance), and
+  the line says so."""
   if "clippy" not in sweep.methods or "gc" not in sweep.methods:
     return None, "needs Clippy and GC"
   if len(sweep.models) < 2:
     return None, "needs at least two models"
-  gains = {}
+  waiting = _incomplete(cells, sweep.models, ("gc", "clippy"))
+  if waiting:
+    return None, waiting
+  gains, notes = {}, []
   for model in sweep.models:
     clippy = _mean_std(cells[model]["clippy"], sweep.primary_auc)
-    gc_cell = cells[model]["gc"]
-    if clippy is None or gc_cell.best is None:
-      return None, f"{model}: Clippy or GC missing"
-    gc = 0.5 if gc_cell.all_diverged else _mean_std(
-        gc_cell, sweep.primary_auc)[0]
-    gains[model] = clippy[0] - gc
+    if clippy is None:
+      return False, f"{model}: Clippy diverged on every seed"
+    gc = _mean_std(cells[model]["gc"], sweep.primary_auc)
+    if gc is None:
+      notes.append(f"GC diverged on every seed on {model}, counted as AUC "
+                   "0.5")
+      gc = (0.5, 0.0)
+    gains[model] = clippy[0] - gc[0]
   first, last = list(sweep.models)[0], list(sweep.models)[-1]
   return gains[last] > gains[first], ", ".join(
-      f"{m}: {g * 100:+.2f} AUC points" for m, g in gains.items())
+      f"{m}: {g * 100:+.2f} AUC points" for m, g in gains.items()) + (
+          f" ({'; '.join(notes)})" if notes else "")
 
 
 def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:
@@ -126,11 +163,12 @@ def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:
   groups: Dict[bool, List[float]] = {False: [], True: []}
   clipped: Dict[bool, List[float]] = {False: [], True: []}
   for layer in curves.layers(train):
-    values = [v for _, v in curves.series(train,
-                                          f"diagnostics/{layer}/sigma")]
-    groups[curves.is_head(layer)].append(float(np.mean(values)))
-    clipped[curves.is_head(layer)].append(
-        float(np.mean([v < 1.0 for v in values])))
+    values = [v for _, v in curves.series(train, f"diagnostics/{layer}/sigma")
+              if math.isfinite(v)]
+    if values:
+      groups[curves.is_head(layer)].append(float(np.mean(values)))
+      clipped[curves.is_head(layer)].append(
+          float(np.mean([v < 1.0 for v in values])))
   if not groups[False] or not groups[True]:
     return None, "the run has no per-layer diagnostics"
   bottom, top = np.mean(groups[False]), np.mean(groups[True])
@@ -138,8 +176,8 @@ def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:
   return bool(bottom < top), (
       f"{cell.best.name}: mean sigma over training, shared bottom "
       f"({len(groups[False])} kernels) {bottom:.4f} (lowest layer "
-      f"{lowest:.4f}), task heads ({len(groups[True])}) {top:.4f}; steps "
-      f"clipped {np.mean(clipped[False]) * 100:.0f}% vs "
+      f"{lowest:.4f}), task heads ({len(groups[True])}) {top:.4f}; "
+      f"summaries with sigma < 1: {np.mean(clipped[False]) * 100:.0f}% vs "
       f"{np.mean(clipped[True]) * 100:.0f}%")
 
 

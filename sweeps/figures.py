@@ -115,7 +115,8 @@ def diverged_naive_run(sweep, summaries) -> Optional[grid.Run]:
 def _threshold(cells, sweep, method) -> float:
   for model in sweep.models:
     cell = cells[model].get(method)
-    if cell is not None and cell.best is not None:
+    if cell is not None and cell.best is not None and \
+        cell.best.threshold is not None:
       return cell.best.threshold
   return PAPER_DEFAULT[method]
 

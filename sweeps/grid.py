@@ -136,6 +136,13 @@ class Sweep:
       fail(f"parallel must be >= 1, got {self.parallel}.")
     if len(set(map(slug, self.models))) != len(self.models):
       fail(f"model labels {list(self.models)} collide as directory names.")
+    for what, values in [("lr_multipliers", self.lr_multipliers),
+                         ("seeds", self.seeds)] + [
+                             (f"thresholds[{m!r}]", [f"{v:.0e}" for v in vs])
+                             for m, vs in self.thresholds.items()]:
+      if len(set(values)) != len(values):
+        fail(f"{what} has values that coincide (run names give thresholds "
+             f"one significant digit): {list(values)}.")
 
   def search_thresholds(self, model: str, method: str) -> bool:
     return method in self.thresholds and (
@@ -202,18 +209,24 @@ def slug(label: str) -> str:
 Result = Tuple[float, bool]
 
 
-def result_of(sweep: Sweep, summary: Mapping) -> Result:
-  """(primary AUC, diverged) of a finished run's summary.json."""
+def result_of(sweep: Sweep, summary: Mapping, name: str = "a run") -> Result:
+  """(primary AUC, diverged) of a finished run's summary.json; a
+  non-finite AUC (stored as the string 'nan') is NaN."""
   metrics = summary.get("final_metrics") or {}
   if sweep.primary_auc not in metrics:
-    raise KeyError(f"Sweep.primary_auc {sweep.primary_auc!r} is not among "
-                   f"the run's metrics {sorted(metrics)}.")
-  return float(metrics[sweep.primary_auc]), bool(summary["diverged"])
+    raise KeyError(f"{name}: Sweep.primary_auc {sweep.primary_auc!r} is not "
+                   f"among the run's final metrics {sorted(metrics)}.")
+  try:
+    auc = float(metrics[sweep.primary_auc])
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name}: {sweep.primary_auc} is "
+                     f"{metrics[sweep.primary_auc]!r}, not a number.") from e
+  return auc, bool(summary["diverged"])
 
 
 def results_of(sweep: Sweep, summaries: Mapping[str, Mapping]
                ) -> Dict[str, Result]:
-  return {name: result_of(sweep, s) for name, s in summaries.items()}
+  return {name: result_of(sweep, s, name) for name, s in summaries.items()}
 
 
 def rank_key(result: Result) -> Tuple[int, float]:

@@ -95,21 +95,29 @@ def write_runs_csv(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> str:
 
 
 def collect_dir(source: str, target: str, wall_seconds: Optional[float]):
-  """Copies a finished run's small files into the results directory."""
+  """Copies a finished run's small files into the results directory,
+  summary.json last: a copy with summary.json is a whole copy."""
   os.makedirs(target, exist_ok=True)
   for name in COPIED:
-    if os.path.exists(os.path.join(source, name)):
+    if name != "summary.json" and os.path.exists(os.path.join(source, name)):
       shutil.copyfile(os.path.join(source, name),
                       os.path.join(target, name + ".tmp"))
       os.replace(os.path.join(target, name + ".tmp"),
                  os.path.join(target, name))
+  summary = read_summary(source)
   if wall_seconds is not None:
-    summary = read_summary(target)
     summary["wall_seconds"] = round(wall_seconds, 1)
-    with open(os.path.join(target, "summary.json.tmp"), "w") as f:
-      json.dump(summary, f, indent=1)
-    os.replace(os.path.join(target, "summary.json.tmp"),
-               os.path.join(target, "summary.json"))
+  with open(os.path.join(target, "summary.json.tmp"), "w") as f:
+    json.dump(summary, f, indent=1)
+  os.replace(os.path.join(target, "summary.json.tmp"),
+             os.path.join(target, "summary.json"))
+
+
+def collected_whole(source: str, target: str) -> bool:
+  """Whether target holds every file of the finished run in source."""
+  return read_summary(target) is not None and all(
+      os.path.exists(os.path.join(target, name)) for name in COPIED
+      if os.path.exists(os.path.join(source, name)))
 
 
 def _die_with_parent():
@@ -148,29 +156,45 @@ class _Running:
     self.started = started
 
 
+def _stale(sweep: grid.Sweep, run: grid.Run, directory: str) -> Optional[str]:
+  """How the run.json in `directory` differs from the run's settings now,
+  or None (same, or none recorded)."""
+  path = os.path.join(directory, "run.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    recorded = json.load(f)
+  if recorded == run.spec(sweep):
+    return None
+  return f"{run.name}: recorded {recorded}, now {run.spec(sweep)}"
+
+
+def _refuse(sweep: grid.Sweep, stale: List[str]):
+  raise ValueError(
+      f"Sweep {sweep.name!r}: {len(stale)} runs were started with other "
+      f"settings; give the sweep another Sweep.name or delete "
+      f"{results_dir(sweep)} and {os.path.join(sweep.runs_dir, sweep.name)}"
+      ":\n" + "\n".join(stale))
+
+
 def check_specs(sweep: grid.Sweep, summaries: Dict[str, Dict]):
   """Refuses finished runs that trained with other settings than the
   sweep's (e.g. after its learning rate was changed): they would be
   reported as this sweep's."""
   results = grid.results_of(sweep, summaries)
-  stale = []
-  for run in grid.plan(sweep, results):
-    if run.name not in summaries:
-      continue
-    path = os.path.join(results_dir(sweep), "runs", run.name, "run.json")
-    if not os.path.exists(path):
-      continue
-    with open(path) as f:
-      recorded = json.load(f)
-    if recorded != run.spec(sweep):
-      stale.append(f"{run.name}: recorded {recorded}, now "
-                   f"{run.spec(sweep)}")
+  stale = [_stale(sweep, run, os.path.join(results_dir(sweep), "runs",
+                                           run.name))
+           for run in grid.plan(sweep, results) if run.name in summaries]
+  if any(stale):
+    _refuse(sweep, [s for s in stale if s])
+
+
+def refuse_other_settings(sweep: grid.Sweep, run: grid.Run, directory: str):
+  """Refuses to resume a half-finished run that started with other
+  settings (its checkpoints would mix the two)."""
+  stale = _stale(sweep, run, directory)
   if stale:
-    raise ValueError(
-        f"Sweep {sweep.name!r}: {len(stale)} finished runs trained with "
-        f"other settings; give the sweep another Sweep.name or delete "
-        f"{results_dir(sweep)} and {os.path.join(sweep.runs_dir, sweep.name)}"
-        ":\n" + "\n".join(stale))
+    _refuse(sweep, [stale])
 
 
 def _count_done(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> int:
@@ -205,9 +229,11 @@ def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
   # Finished: collected into the results directory, or finished in the
   # runs directory while no runner was watching (then collected now).
   for name in load_results(sweep, os.path.join(sweep.runs_dir, sweep.name)):
-    if read_summary(os.path.join(results_dir(sweep), "runs", name)) is None:
-      collect_dir(os.path.join(sweep.runs_dir, sweep.name, name),
-                  os.path.join(results_dir(sweep), "runs", name), None)
+    source = os.path.join(sweep.runs_dir, sweep.name, name)
+    target = os.path.join(results_dir(sweep), "runs", name)
+    if not collected_whole(source, target):
+      previous = read_summary(target) or {}
+      collect_dir(source, target, previous.get("wall_seconds"))
   summaries = load_results(sweep, os.path.join(results_dir(sweep), "runs"))
   check_specs(sweep, summaries)
   total = sweep.total_runs()
@@ -245,6 +271,7 @@ def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
         directory = run_dir(sweep, run)
         os.makedirs(directory, exist_ok=True)
         resumed = os.path.isdir(os.path.join(directory, "checkpoints"))
+        refuse_other_settings(sweep, run, directory)
         with open(os.path.join(directory, "run.json"), "w") as f:
           json.dump(run.spec(sweep), f, indent=1)
         log_file = open(os.path.join(directory, "train.log"), "a")

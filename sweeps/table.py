@@ -14,6 +14,14 @@ import numpy as np
 from sweeps import grid
 
 
+def number(value) -> float:
+  """A stored metric as a float; missing or unreadable is NaN."""
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return float("nan")
+
+
 class Cell:
   """One (model, method) entry of the table."""
 
@@ -36,10 +44,14 @@ class Cell:
     return bool(self.runs) and all(self.diverged)
 
   def values(self, metric: str) -> List[float]:
-    """The metric over the seeds that did not diverge."""
-    return [float(s["final_metrics"][metric]) for s, d in
-            zip(self.summaries, self.diverged)
-            if not d and metric in (s["final_metrics"] or {})]
+    """The metric over the seeds that did not diverge and have a finite
+    value of it."""
+    out = []
+    for summary, diverged in zip(self.summaries, self.diverged):
+      value = number((summary["final_metrics"] or {}).get(metric))
+      if not diverged and math.isfinite(value):
+        out.append(value)
+    return out
 
   def stats(self, metric: str):
     values = self.values(metric)
@@ -58,18 +70,23 @@ def cells(sweep: grid.Sweep, summaries: Mapping[str, Dict]
 def _format(cell: Cell, metric: str, percent: bool) -> str:
   if not cell.runs:
     return "missing"
-  if cell.all_diverged:
-    return "diverged"
-  mean, std, n = cell.stats(metric)
-  if math.isnan(mean):
-    return "n/a"
-  scale, digits = (100.0, 2) if percent else (1.0, 4)
-  text = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
   notes = []
-  if n < len(cell.runs):
-    notes.append(f"{len(cell.runs) - n}/{len(cell.runs)} diverged")
   if not cell.complete:
     notes.append(f"{len(cell.runs)}/{cell.expected} seeds")
+  mean, std, n = cell.stats(metric)
+  if cell.all_diverged:
+    text = "diverged"
+  elif math.isnan(mean):
+    text = "n/a"
+  else:
+    scale, digits = (100.0, 2) if percent else (1.0, 4)
+    text = f"{mean * scale:.{digits}f}"
+    text += f" ± {std * scale:.{digits}f}" if n > 1 else " (1 seed)"
+    diverged = sum(cell.diverged)
+    if diverged:
+      notes.append(f"{diverged}/{len(cell.runs)} diverged")
+    if n < len(cell.runs) - diverged:
+      notes.append(f"{len(cell.runs) - diverged - n} non-finite")
   return text + (f" ({', '.join(notes)})" if notes else "")
 
 

@@ -31,7 +31,7 @@ def summary(auc, rmse=1.0, diverged=False):
           "divergence_reason": "nonfinite loss" if diverged else None,
           "micro_divergences": 0, "final_step": 10, "scheduled_steps": 10,
           "final_metrics": {"click/auc": auc, "watch_time/rmse": rmse,
-                            "like/auc": auc - 0.1}}
+                            "like/auc": float(auc) - 0.1}}
 
 
 # Small: naive 1x fine, 2x diverged; GC searched (1e-2 at 2x wins);
@@ -176,3 +176,54 @@ def test_finished_runs_with_other_settings_are_refused(tmp_path):
   with open(os.path.join(collected, run.name, "run.json"), "w") as f:
     json.dump(run.spec(sweep), f)
   runner.run_sweep(sweep, log=lambda s: None, max_new_runs=0)
+
+
+def test_non_finite_metrics_are_left_out_and_said(tmp_path):
+  sweep = make_sweep(tmp_path)
+  results = dict(HAND)
+  # A Small GC seed that did not diverge but ended with a NaN AUC (stored
+  # as a string, as summary.json stores non-finite values).
+  results["small-gc-1e-02-lr2x-s2"] = summary("nan")
+  md = table.markdown(sweep, results)
+  gc = [l for l in md.splitlines() if l.startswith("| GC |")][0]
+  assert "76.00 ± 0.00 (1 non-finite)" in gc
+  ok, numbers = claims.clippy_matches_best(sweep, table.cells(sweep, results))
+  assert ok is True and "GC 0.7600 ± 0.0000" in numbers
+
+
+def test_claims_wait_for_incomplete_cells(tmp_path):
+  sweep = make_sweep(tmp_path)
+  results = dict(HAND)
+  del results["large_dcn-gc-1e-02-lr1x-s2"]
+  md = table.markdown(sweep, results)
+  assert "(1/3 diverged, 2/3 seeds)" not in md  # the note says both
+  assert "2/3 seeds" in md
+  ok, numbers = claims.clippy_matches_best(sweep, table.cells(sweep, results))
+  assert ok is None and "waiting for runs of Large+DCN GC" in numbers
+
+
+def test_naive_diverging_only_at_2x_does_not_hold(tmp_path):
+  sweep = make_sweep(tmp_path)
+  results = {n: s for n, s in HAND.items() if "naive" not in n}
+  results.update({"small-naive-lr1x-s0": summary(0.7),
+                  "small-naive-lr2x-s0": summary(0.5, diverged=True),
+                  "large_dcn-naive-lr1x-s0": summary(0.7),
+                  "large_dcn-naive-lr2x-s0": summary(0.7)})
+  ok, numbers = claims.naive_diverges(sweep, results)
+  assert ok is False
+  assert numbers.startswith("Small: 1x 0/1 diverged, 2x 1/1 diverged (at "
+                            "step 7)")
+
+
+def test_a_partly_collected_run_is_collected_again(tmp_path):
+  sweep = make_sweep(tmp_path, methods=("naive",), models={"Small": "s.gin"},
+                     seeds=(0,))
+  name = "small-naive-lr1x-s0"
+  write_run(os.path.join(sweep.runs_dir, "hand"), name, summary(0.7))
+  target = os.path.join(sweep.results_dir, "hand", "runs", name)
+  os.makedirs(target)
+  with open(os.path.join(target, "summary.json"), "w") as f:
+    json.dump(dict(summary(0.7), wall_seconds=12.5), f)
+  runner.run_sweep(sweep, log=lambda s: None, max_new_runs=0)
+  assert os.path.exists(os.path.join(target, "metrics.jsonl"))
+  assert runner.read_summary(target)["wall_seconds"] == 12.5
