@@ -7,7 +7,8 @@ A sweep is declared in gin (`Sweep`, e.g. configs/table2_cpu.gin). Every
      seed, the threshold taken from the paper's search grid for GC, AGC and
      LAMB (naive and Clippy have none to search);
   2. pick the best of those by the primary binary task's next-day AUC, a run
-     that diverged ranking below every run that did not;
+     that diverged ranking below every run that did not (when all diverged,
+     the lowest rate);
   3. seeds: the remaining seeds at the picked setting.
 
 With `threshold_search_model`, the threshold is searched on that model only
@@ -229,10 +230,14 @@ def results_of(sweep: Sweep, summaries: Mapping[str, Mapping]
   return {name: result_of(sweep, s, name) for name, s in summaries.items()}
 
 
-def rank_key(result: Result) -> Tuple[int, float]:
-  """Higher is better: any run that did not diverge beats any that did."""
+def rank_key(run: "Run", result: Result) -> Tuple[int, float]:
+  """Higher is better: any run that did not diverge beats any that did, by
+  AUC. Among runs that diverged the AUC at the collapse is noise; the
+  lowest rate is picked, the fair one to give the other seeds."""
   auc, diverged = result
-  return (0 if diverged else 1, auc if auc == auc else float("-inf"))
+  if diverged:
+    return (0, -run.lr_multiplier)
+  return (1, auc if auc == auc else float("-inf"))
 
 
 def selection_runs(sweep: Sweep, model: str, method: str,
@@ -246,7 +251,7 @@ def best_of(runs: Sequence[Run],
   """The best run of `runs` by rank_key; None until all have results."""
   if any(r.name not in results for r in runs):
     return None
-  return max(runs, key=lambda r: rank_key(results[r.name]))
+  return max(runs, key=lambda r: rank_key(r, results[r.name]))
 
 
 def picked(sweep: Sweep, model: str, method: str,

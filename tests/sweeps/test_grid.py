@@ -51,6 +51,14 @@ def test_a_diverged_run_ranks_below_any_that_did_not():
   assert names(runs)[1:] == ["small-naive-lr1x-s1", "small-naive-lr1x-s2"]
 
 
+def test_when_every_rate_diverged_the_lowest_is_picked():
+  sweep = make_sweep(methods=("naive",), models={"Small": "m.gin"})
+  results = {"small-naive-lr1x-s0": (0.49, True),
+             "small-naive-lr2x-s0": (0.50, True)}
+  best, _ = grid.table_runs(sweep, "Small", "naive", results)
+  assert best.lr_multiplier == 1
+
+
 def test_no_seeds_until_every_selection_run_has_finished():
   sweep = make_sweep(methods=("gc",), models={"Small": "m.gin"})
   results = {"small-gc-1e-01-lr1x-s0": (0.9, False)}
