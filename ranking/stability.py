@@ -14,7 +14,11 @@ After each evaluation, in Python:
     can come before the first evaluation, so it is not required that the AUC
     was ever high. A model merely slow to learn is not flagged (its
     predictions still vary), nor is a good model of a rare event (its AUC
-    is high).
+    is high). A collapse counts once it has lasted `collapse_patience_steps`
+    (or is still there at the final evaluation), and dates from its first
+    evaluation: early in training a healthy model can still predict the
+    base rate for a moment (the CPU Table 2 sweep's Clippy on Large+DCN at
+    2x looked so at step 49 while its loss fell like 1x's).
 The state lives in variables, so it is checkpointed and resumes exactly.
 """
 
@@ -30,7 +34,8 @@ class StabilityMonitor(tf.Module):
 
   def __init__(self, micro_factor: float = 2.0, ema_decay: float = 0.99,
                warmup_steps: int = 20, auc_floor: float = 0.55,
-               auc_ceiling: float = 0.6, collapse_std: float = 0.01):
+               auc_ceiling: float = 0.6, collapse_std: float = 0.01,
+               collapse_patience_steps: int = 100):
     super().__init__(name="stability")
     if not micro_factor > 1:
       raise ValueError(f"micro_factor must be > 1, got {micro_factor}.")
@@ -39,6 +44,10 @@ class StabilityMonitor(tf.Module):
     self.warmup_steps = warmup_steps
     self.auc_floor, self.auc_ceiling = auc_floor, auc_ceiling
     self.collapse_std = collapse_std
+    if collapse_patience_steps < 0:
+      raise ValueError("collapse_patience_steps must be >= 0, got "
+                       f"{collapse_patience_steps}.")
+    self.collapse_patience = collapse_patience_steps
     agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
     self.loss_ema = tf.Variable(0.0, trainable=False, aggregation=agg)
     self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -54,6 +63,8 @@ class StabilityMonitor(tf.Module):
                                          aggregation=agg)
     self.collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                      aggregation=agg)
+    self.collapse_candidate_step = tf.Variable(
+        -1, dtype=tf.int64, trainable=False, aggregation=agg)
 
   def observe(self, loss: tf.Tensor, step: tf.Tensor):
     """Updates the statistics with one step's (global) loss. In-graph."""
@@ -71,18 +82,28 @@ class StabilityMonitor(tf.Module):
     self.finite_steps.assign_add(tf.cast(finite, tf.int64))
 
   def observe_eval(self, auc: Optional[float],
-                   prediction_std: Optional[float], step: int):
+                   prediction_std: Optional[float], step: int,
+                   final: bool = False):
     """Records the held-out AUC and prediction spread of the primary binary
-    task; marks an AUC collapse or a collapsed model."""
+    task; marks an AUC collapse or a collapsed model (`final`: the last
+    evaluation of the run, where a collapse needs no patience)."""
     if auc is None:
       return
     if (self.auc_collapse_step.numpy() < 0 and
         self.best_auc.numpy() >= self.auc_ceiling
         and auc <= self.auc_floor):
       self.auc_collapse_step.assign(step)
-    if (self.collapse_step.numpy() < 0 and prediction_std is not None and
-        auc <= self.auc_floor and prediction_std < self.collapse_std):
-      self.collapse_step.assign(step)
+    collapsed = (prediction_std is not None and auc <= self.auc_floor and
+                 prediction_std < self.collapse_std)
+    if self.collapse_step.numpy() < 0:
+      if not collapsed:
+        self.collapse_candidate_step.assign(-1)
+      else:
+        if self.collapse_candidate_step.numpy() < 0:
+          self.collapse_candidate_step.assign(step)
+        since = int(self.collapse_candidate_step.numpy())
+        if final or step - since >= self.collapse_patience:
+          self.collapse_step.assign(since)
     self.best_auc.assign(max(float(self.best_auc.numpy()), auc))
 
   @property

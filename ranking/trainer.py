@@ -241,7 +241,8 @@ class Trainer:
 
   def _evaluate(self, step):
     results = self.evaluator.evaluate(self.eval_dataset)
-    self.monitor.observe_eval(*primary(self.model, results), step)
+    self.monitor.observe_eval(*primary(self.model, results), step,
+                              final=step >= self.total_steps)
     self.writer.write("eval", step, results)
     shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
                      if k.endswith(("/auc", "/rmse")))

@@ -123,7 +123,10 @@ def clippy_matches_best(sweep, cells) -> Tuple[bool, str]:
 
 
 def gain_over_gc_grows(sweep, cells) -> Tuple[bool, str]:
-  """(4) Clippy's AUC gain over GC grows from the first model to the last.
+  """(4) Clippy's AUC gain over GC grows from the first model to the last,
+  by more than the noise: the growth must exceed the standard deviation of
+  a difference of four means, sqrt of the sum of the four cells' variances
+  (std of each cell over its seeds).
 
   A GC cell in which every seed diverged counts as AUC 0.5 (chance), and
   the line says so."""
@@ -134,7 +137,7 @@ def gain_over_gc_grows(sweep, cells) -> Tuple[bool, str]:
   waiting = _incomplete(cells, sweep.models, ("gc", "clippy"))
   if waiting:
     return None, waiting
-  gains, notes = {}, []
+  gains, variances, notes = {}, {}, []
   for model in sweep.models:
     clippy = _mean_std(cells[model]["clippy"], sweep.primary_auc)
     if clippy is None:
@@ -145,10 +148,18 @@ def gain_over_gc_grows(sweep, cells) -> Tuple[bool, str]:
                    "0.5")
       gc = (0.5, 0.0)
     gains[model] = clippy[0] - gc[0]
-  first, last = list(sweep.models)[0], list(sweep.models)[-1]
-  return gains[last] > gains[first], ", ".join(
+    variances[model] = clippy[1] ** 2 + gc[1] ** 2
+  models = list(sweep.models)
+  first, last = models[0], models[-1]
+  growth = gains[last] - gains[first]
+  noise = math.sqrt(variances[first] + variances[last])
+  monotone = all(gains[a] <= gains[b] for a, b in zip(models, models[1:]))
+  return growth > noise, ", ".join(
       f"{m}: {g * 100:+.2f} AUC points" for m, g in gains.items()) + (
-          f" ({'; '.join(notes)})" if notes else "")
+          f"; growth {first} to {last} {growth * 100:+.2f} points against "
+          f"a noise of {noise * 100:.2f}; monotone: "
+          f"{'yes' if monotone else 'no'}") + (
+              f" ({'; '.join(notes)})" if notes else "")
 
 
 def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:

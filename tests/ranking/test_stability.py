@@ -1,6 +1,7 @@
 """The in-graph divergence monitor, by hand."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ranking.stability import StabilityMonitor, zero_if_nonfinite
@@ -31,8 +32,12 @@ def test_auc_collapse_after_learning():
 
 
 def test_constant_predictions_are_a_collapse_slow_learning_is_not():
-  collapsed = StabilityMonitor(collapse_std=0.01)
+  collapsed = StabilityMonitor(collapse_std=0.01, collapse_patience_steps=100)
   collapsed.observe_eval(0.5, 0.006, 10)
+  assert not collapsed.diverged  # not yet: it may be a slow start
+  collapsed.observe_eval(0.5, 0.007, 109)
+  assert not collapsed.diverged
+  collapsed.observe_eval(0.5, 0.006, 110)
   assert collapsed.diverged
   verdict = collapsed.verdict()
   assert verdict["diverged_at_step"] == 10
@@ -44,6 +49,21 @@ def test_constant_predictions_are_a_collapse_slow_learning_is_not():
   rare = StabilityMonitor(collapse_std=0.01)
   rare.observe_eval(0.8, 0.004, 10)  # a good model of a rare event
   assert not rare.diverged
+
+
+def test_a_collapse_that_recovers_or_ends_the_run():
+  recovered = StabilityMonitor(collapse_std=0.01, collapse_patience_steps=100)
+  recovered.observe_eval(0.5, 0.006, 49)   # base rate at the first eval
+  recovered.observe_eval(0.56, 0.03, 100)  # then learning: the clock resets
+  recovered.observe_eval(0.5, 0.006, 150)
+  recovered.observe_eval(0.5, 0.006, 200)  # only 50 steps collapsed
+  assert not recovered.diverged
+  ended = StabilityMonitor(collapse_std=0.01, collapse_patience_steps=100)
+  ended.observe_eval(0.5, 0.006, 30)
+  ended.observe_eval(0.5, 0.006, 40, final=True)  # no more training
+  assert ended.diverged and ended.verdict()["diverged_at_step"] == 30
+  with pytest.raises(ValueError, match="collapse_patience_steps"):
+    StabilityMonitor(collapse_patience_steps=-1)
 
 
 def test_nonfinite_loss_zeroes_every_gradient():

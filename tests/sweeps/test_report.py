@@ -132,10 +132,26 @@ def test_claims(tmp_path):
   assert verdicts == [True, True, True, True, True]
   # (3) Large+DCN: Clippy 0.81 vs the best baseline, GC 0.77 - 0.0141.
   assert "best baseline GC 0.7700" in checked[2][2]
-  # (4) gains: Small 0.77 - 0.76 = +1.00 points; Large+DCN 0.81 - 0.77.
-  assert checked[3][2] == "Small: +1.00 AUC points, Large+DCN: +4.00 AUC points"
+  # (4) gains: Small 0.77 - 0.76 = +1.00 points; Large+DCN 0.81 - 0.77;
+  # noise sqrt(0 + 0 + 0.01^2 + 0.0141^2) = 1.73 points.
+  assert checked[3][2] == (
+      "Small: +1.00 AUC points, Large+DCN: +4.00 AUC points; growth Small "
+      "to Large+DCN +3.00 points against a noise of 1.73; monotone: yes")
   # (5) bottom mean sigma (0.2+0.4)/2 = 0.3 vs heads 0.9.
   assert "0.3000" in checked[4][2] and "0.9000" in checked[4][2]
+
+
+def test_a_gain_that_grows_within_the_noise_does_not_hold(tmp_path):
+  sweep = make_sweep(tmp_path)
+  results = dict(HAND)
+  # Large+DCN Clippy seeds 0.81, 0.77, 0.79 -> 0.79 +- 0.02: growth 1 point
+  # against sqrt(0.02^2 + 0.0141^2) = 2.45 points.
+  results["large_dcn-clippy-lr2x-s1"] = summary(0.77)
+  results["large_dcn-clippy-lr2x-s2"] = summary(0.79)
+  ok, numbers = claims.gain_over_gc_grows(sweep, table.cells(sweep, results))
+  assert ok is False
+  assert "growth Small to Large+DCN +1.00 points against a noise of 2.45" in (
+      numbers)
 
 
 def test_claims_fail_when_clippy_diverges_at_2x(tmp_path):
