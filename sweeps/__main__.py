@@ -7,7 +7,7 @@ Runs already finished are skipped; a run killed midway resumes from its
 checkpoints. Stopping the sweep (Ctrl-C, SIGTERM, even SIGKILL) stops its
 trainings; rerunning it finishes only the missing runs. Writes
 results/<name>/: runs.csv, table2.md, per_task.csv, claims.md, the figures
-and runs/<run>/{summary.json,metrics.jsonl,operative_config.gin}.
+and runs/<run>/{summary.json,metrics.jsonl.gz,operative_config.gin,run.json}.
 """
 
 import os

@@ -1,9 +1,11 @@
-"""Reads a run's metrics.jsonl into per-split series, and names its layers.
+"""Reads a run's metrics.jsonl (or .jsonl.gz) into per-split series, and
+names its layers.
 
 A run resumed after a kill logs again the steps after its last checkpoint;
 the later record of a step wins.
 """
 
+import gzip
 import json
 import os
 from typing import Dict, List, Tuple
@@ -17,9 +19,11 @@ def read_metrics(run_directory: str) -> Dict[str, Dict[int, Dict]]:
   """{split: {step: record}} of a run's metrics.jsonl."""
   out: Dict[str, Dict[int, Dict]] = {}
   path = os.path.join(run_directory, "metrics.jsonl")
+  if not os.path.exists(path) and os.path.exists(path + ".gz"):
+    path += ".gz"
   if not os.path.exists(path):
-    raise FileNotFoundError(f"No metrics.jsonl in {run_directory}.")
-  with open(path) as f:
+    raise FileNotFoundError(f"No metrics.jsonl(.gz) in {run_directory}.")
+  with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue

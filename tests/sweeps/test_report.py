@@ -241,5 +241,5 @@ def test_a_partly_collected_run_is_collected_again(tmp_path):
   with open(os.path.join(target, "summary.json"), "w") as f:
     json.dump(dict(summary(0.7), wall_seconds=12.5), f)
   runner.run_sweep(sweep, log=lambda s: None, max_new_runs=0)
-  assert os.path.exists(os.path.join(target, "metrics.jsonl"))
+  assert os.path.exists(os.path.join(target, "metrics.jsonl.gz"))
   assert runner.read_summary(target)["wall_seconds"] == 12.5
