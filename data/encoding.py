@@ -1,4 +1,5 @@
-"""How raw log values become schema values: stable id hashing, local days.
+"""How raw log values become schema values: stable id hashing, local days,
+standardised dense features.
 
 Shared by every file reader (data/files.py, data/movielens.py,
 data/kuairand.py), so the same value maps to the same id and the same
@@ -6,7 +7,7 @@ timestamp to the same day whichever reader saw it.
 """
 
 import zlib
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -46,3 +47,23 @@ def local_calendar(unix_seconds: Sequence[int], time_zone: str
   day = (dates - dates.min()).days
   return (np.asarray(local.hour, np.int64), np.asarray(local.weekday, np.int64),
           np.asarray(day, np.int64))
+
+
+def standardize(values: np.ndarray, days: np.ndarray,
+                present: Optional[np.ndarray] = None
+                ) -> Tuple[np.ndarray, float, float]:
+  """(values - mean) / std as a float32 column [n, 1], and (mean, std).
+
+  The statistics come from every day but the last (the default evaluation
+  day, MovingWindow.eval_day = -1, which must not leak into the features;
+  all days when there is only one) and from the present values only;
+  values not present become 0. A zero std counts as 1.
+  """
+  values = np.asarray(values, np.float64)
+  present = np.ones(len(values), bool) if present is None else present
+  fit = (days < days.max()) if days.max() > 0 else np.ones(len(days), bool)
+  fit &= present
+  mean = float(values[fit].mean()) if fit.any() else 0.0
+  std = (float(values[fit].std()) if fit.any() else 1.0) or 1.0
+  column = np.where(present, (values - mean) / std, 0.0)
+  return column.astype(np.float32)[:, None], mean, std

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash
+from data.encoding import local_calendar, stable_hash, standardize
 from data.source import InMemorySource
 
 
@@ -192,18 +192,16 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     columns[column] = ids
 
   dense_specs = []
-  fit = days < days.max() if days.max() > 0 else np.ones(len(days), bool)
   for column, transform in dense.items():
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(
         np.float64)
     if np.isnan(values).any():
       raise ValueError(f"{origin(column, int(np.flatnonzero(np.isnan(values))[0]))}"
                        ": NaN or non-numeric value.")
-    values = _transform(values, transform)
-    mean, std = float(values[fit].mean()), float(values[fit].std()) or 1.0
+    columns[column], mean, std = standardize(_transform(values, transform),
+                                             days)
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,
                                                std))
-    columns[column] = ((values - mean) / std).astype(np.float32)[:, None]
 
   schema = schema_lib.Schema(categorical=cat_specs, dense=dense_specs,
                              labels=label_specs)

@@ -48,7 +48,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash
+from data.encoding import local_calendar, stable_hash, standardize
 from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
@@ -320,8 +320,6 @@ def _to_source(builder, day_source, user_buckets, video_buckets,
   order = np.lexsort((raw["time_ms"], days))
   raw = {k: v[order] for k, v in raw.items()}
   days = days[order]
-  fit = days < days.max() if days.max() > 0 else np.ones(len(days), bool)
-
   columns, categorical, dense = {}, [], []
 
   def add_categorical(name, ids, vocab_size, max_len=1):
@@ -338,12 +336,7 @@ def _to_source(builder, day_source, user_buckets, video_buckets,
     present = values >= 0
     if transform == "log1p":
       values = np.log1p(np.where(present, values, 0.0))
-    known = fit & present
-    mean = float(values[known].mean()) if known.any() else 0.0
-    std = float(values[known].std()) if known.any() else 1.0
-    std = std or 1.0
-    values = np.where(present, (values - mean) / std, 0.0)
-    columns[name] = values.astype(np.float32)[:, None]
+    columns[name], mean, std = standardize(values, days, present)
     dense.append(schema_lib.DenseFeature(name, 1, transform, mean, std))
 
   add_categorical("user_id", stable_hash(raw["user_id"], user_buckets),

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash
+from data.encoding import local_calendar, stable_hash, standardize
 from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
@@ -212,9 +212,7 @@ def _to_source(builder: MovieLensLocal, zip_buckets: int) -> InMemorySource:
 
   features = builder.info.features
   rating = raw["rating"].astype(np.float32)
-  age = raw["age"].astype(np.float64)
-  fit = days < days.max() if days.max() > 0 else np.ones(len(days), bool)
-  age_mean, age_std = float(age[fit].mean()), float(age[fit].std()) or 1.0
+  age, age_mean, age_std = standardize(raw["age"], days)
   columns = {
       "user_id": raw["user_id"],
       "item_id": raw["item_id"],
@@ -224,7 +222,7 @@ def _to_source(builder: MovieLensLocal, zip_buckets: int) -> InMemorySource:
       "hour": raw["hour"],
       "weekday": raw["weekday"],
       "genres": genres,
-      "age": ((age - age_mean) / age_std).astype(np.float32)[:, None],
+      "age": age,
       "rating": rating,
       "liked": (rating >= 4).astype(np.float32),
   }
