@@ -2,7 +2,7 @@
 the final report."""
 
 import os
-from typing import Dict, Sequence
+from typing import Dict
 
 import gin
 
@@ -13,25 +13,7 @@ import data.movielens  # pylint: disable=unused-import
 import data.synthetic  # pylint: disable=unused-import
 import optim  # pylint: disable=unused-import
 from ranking import trainer as trainer_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]):
-  """Parses the files (includes resolve from the repository root) and
-  bindings; an unknown configurable or parameter raises here, naming it."""
-  if not gin_files:
-    raise ValueError("Give at least one --gin_file, e.g. "
-                     "configs/large_dcn_clippy.gin.")
-  for path in gin_files:
-    if not os.path.isfile(path) and not os.path.isfile(
-        os.path.join(REPO, path)):
-      raise FileNotFoundError(f"Gin file not found: {path}")
-  gin.add_config_file_search_path(REPO)
-  gin.parse_config_files_and_bindings(
-      [p if os.path.isfile(p) else os.path.join(REPO, p) for p in gin_files],
-      gin_params)
-
+from ranking.gin_files import parse_gin  # pylint: disable=unused-import
 
 def prepare_model_dir(model_dir: str):
   """Creates model_dir; fails before any work if it cannot be written."""

@@ -26,6 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gin
 
+from ranking import gin_files as gin_files_lib
+
 # Paper section 5.1.3: the hyperparameter searched for each baseline.
 THRESHOLD_PARAMS = {
     "gc": "build_optimizer.clip_norm",
@@ -37,7 +39,7 @@ PAPER_THRESHOLDS = {
     "agc": (1e-2, 1e-3, 1e-4),
     "lamb": (1e-1, 1e-2, 1e-3),
 }
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = gin_files_lib.REPO
 METHOD_NAMES = {"naive": "Naive", "gc": "GC", "agc": "AGC", "lamb": "LAMB",
                 "clippy": "Clippy", "clippy_adam": "Clippy (Adam)"}
 
@@ -280,9 +282,14 @@ def plan(sweep: Sweep, results: Mapping[str, Result]) -> List[Run]:
       runs, best = picked(sweep, model, method, results)
       out.extend(runs)
       if best is not None:
-        out.extend(dataclasses.replace(best, seed=s, stage="seed")
-                   for s in sweep.seeds[1:])
+        out.extend(seed_runs(sweep, best)[1:])
   return out
+
+
+def seed_runs(sweep: Sweep, best: Run) -> List[Run]:
+  """The picked selection run and its runs at the other seeds."""
+  return [best] + [dataclasses.replace(best, seed=s, stage="seed")
+                   for s in sweep.seeds[1:]]
 
 
 def table_runs(sweep: Sweep, model: str, method: str,
@@ -290,23 +297,13 @@ def table_runs(sweep: Sweep, model: str, method: str,
                                                        List[Run]]:
   """(the picked selection run, all its seeds' runs) of one table cell."""
   _, best = picked(sweep, model, method, results)
-  if best is None:
-    return None, []
-  return best, [best] + [dataclasses.replace(best, seed=s, stage="seed")
-                         for s in sweep.seeds[1:]]
+  return (None, []) if best is None else (best, seed_runs(sweep, best))
 
 
 def load_sweep(gin_files: Sequence[str], gin_params: Sequence[str]) -> Sweep:
   """Parses sweep gin files (paths relative to the repository root work
   from anywhere) and checks that every gin file a run needs exists."""
-  paths = []
-  for path in gin_files:
-    if not os.path.isfile(path) and not os.path.isfile(
-        os.path.join(REPO, path)):
-      raise FileNotFoundError(f"Sweep gin file not found: {path}")
-    paths.append(path if os.path.isfile(path) else os.path.join(REPO, path))
-  gin.add_config_file_search_path(REPO)
-  gin.parse_config_files_and_bindings(paths, gin_params)
+  gin_files_lib.parse_gin(gin_files, gin_params)
   sweep = Sweep()
   needed = [(f"model {m!r}", p) for m, p in sweep.models.items()]
   needed += [("Sweep.base_gin_files", p) for p in sweep.base_gin_files]
