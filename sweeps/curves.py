@@ -44,15 +44,10 @@ def series(records: Dict[int, Dict], key: str) -> List[Tuple[int, float]]:
 def layers(records: Dict[int, Dict], kernels_only: bool = True) -> List[str]:
   """The dense layers with diagnostics, from input to output (the order the
   optimizer was built in), e.g. 'ranker/bottom/dense_0/kernel'."""
-  out = []
-  for record in records.values():
-    for key in record:
-      if key.startswith(DIAGNOSTIC_PREFIX) and key.endswith("/sigma"):
-        name = key[len(DIAGNOSTIC_PREFIX):-len("/sigma")]
-        if name not in out and (not kernels_only or "kernel" in name):
-          out.append(name)
-    break
-  return out
+  first = next(iter(records.values()), {})
+  names = [key[len(DIAGNOSTIC_PREFIX):-len("/sigma")] for key in first
+           if key.startswith(DIAGNOSTIC_PREFIX) and key.endswith("/sigma")]
+  return [n for n in names if not kernels_only or "kernel" in n]
 
 
 def is_head(layer: str) -> bool:

@@ -21,6 +21,7 @@ import os
 from typing import Dict, List, Mapping, Optional
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -146,28 +147,26 @@ def fig4b(sweep, cells, summaries, runs_directory, path) -> Optional[str]:
     ax.grid(alpha=0.3, which="both")
   axes[0][0].legend(fontsize=6, ncol=2)
   ax = axes[1][1]
-  factors = {
-      f"GC (λ={gc:g})": lambda d: min(1.0, gc / d["grad_norm"]),
-      f"AGC (λ={agc:g})": lambda d: min(1.0, agc / d["grad_to_weight_norm"]),
-      f"Clippy (λ_rel={CLIPPY_LAMBDA_REL:g}, λ_abs=0)": lambda d: min(
-          1.0, CLIPPY_LAMBDA_REL / (eta * d["max_direction_to_weight"])),
-  }
+  steps = sorted(train)
+
+  def column(key):  # [layer, step]; missing or non-finite as NaN
+    return np.array([[float(train[s].get(f"diagnostics/{layer}/{key}", "nan"))
+                      for s in steps] for layer in layer_names])
+
+  with np.errstate(divide="ignore", invalid="ignore"):
+    factors = {
+        f"GC (λ={gc:g})": gc / column("grad_norm"),
+        f"AGC (λ={agc:g})": agc / column("grad_to_weight_norm"),
+        f"Clippy (λ_rel={CLIPPY_LAMBDA_REL:g}, λ_abs=0)":
+            CLIPPY_LAMBDA_REL / (eta * column("max_direction_to_weight")),
+    }
   for label, factor in factors.items():
-    steps, values = [], []
-    for step in sorted(train):
-      per_layer = []
-      for layer in layer_names:
-        d = {k: train[step].get(f"diagnostics/{layer}/{k}")
-             for k, _ in panels}
-        try:
-          per_layer.append(factor({k: float(v) for k, v in d.items()}))
-        except (TypeError, ValueError, ZeroDivisionError):
-          continue
-      per_layer = [v for v in per_layer if math.isfinite(v)]
-      if per_layer:
-        steps.append(step)
-        values.append(min(per_layer))
-    ax.plot(steps, values, label=label)
+    # The smallest factor over layers at each step; a zero gradient needs
+    # none (factor 1).
+    factor = np.minimum(1.0, np.where(np.isnan(factor), np.inf, factor))
+    smallest = factor.min(axis=0)
+    shown = np.isfinite(smallest)
+    ax.plot(np.array(steps)[shown], smallest[shown], label=label)
   ax.set_yscale("log")
   ax.set_title("factor each method would apply (smallest over layers)")
   ax.legend(fontsize=7)

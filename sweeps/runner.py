@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 from sweeps import grid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = grid.REPO
 # Files collected from each run; metrics.jsonl is gzipped on the way (the
 # per-layer diagnostics make it ~200 KB a run, ~20 KB compressed).
 COPIED = {"run.json": "run.json", "summary.json": "summary.json",
@@ -37,6 +37,11 @@ def run_dir(sweep: grid.Sweep, run: grid.Run) -> str:
 
 def results_dir(sweep: grid.Sweep) -> str:
   return os.path.join(sweep.results_dir, sweep.name)
+
+
+def collected_dir(sweep: grid.Sweep, name: str) -> str:
+  """Where a finished run's small files are collected."""
+  return os.path.join(results_dir(sweep), "runs", name)
 
 
 def read_summary(directory: str) -> Optional[Dict]:
@@ -99,9 +104,11 @@ def write_runs_csv(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> str:
   return path
 
 
-def collect_dir(source: str, target: str, wall_seconds: Optional[float]):
+def collect_dir(source: str, target: str,
+                wall_seconds: Optional[float]) -> Dict:
   """Copies a finished run's small files into the results directory,
-  summary.json last: a copy with summary.json is a whole copy."""
+  summary.json last: a copy with summary.json is a whole copy. Returns
+  the summary as collected."""
   os.makedirs(target, exist_ok=True)
   for name, copy in COPIED.items():
     if name != "summary.json" and os.path.exists(os.path.join(source, name)):
@@ -118,6 +125,7 @@ def collect_dir(source: str, target: str, wall_seconds: Optional[float]):
     json.dump(summary, f, indent=1)
   os.replace(os.path.join(target, "summary.json.tmp"),
              os.path.join(target, "summary.json"))
+  return summary
 
 
 def collected_whole(source: str, target: str) -> bool:
@@ -190,8 +198,7 @@ def check_specs(sweep: grid.Sweep, summaries: Dict[str, Dict]):
   sweep's (e.g. after its learning rate was changed): they would be
   reported as this sweep's."""
   results = grid.results_of(sweep, summaries)
-  stale = [_stale(sweep, run, os.path.join(results_dir(sweep), "runs",
-                                           run.name))
+  stale = [_stale(sweep, run, collected_dir(sweep, run.name))
            for run in grid.plan(sweep, results) if run.name in summaries]
   if any(stale):
     _refuse(sweep, [s for s in stale if s])
@@ -238,7 +245,7 @@ def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
   # runs directory while no runner was watching (then collected now).
   for name in load_results(sweep, os.path.join(sweep.runs_dir, sweep.name)):
     source = os.path.join(sweep.runs_dir, sweep.name, name)
-    target = os.path.join(results_dir(sweep), "runs", name)
+    target = collected_dir(sweep, name)
     if not collected_whole(source, target):
       previous = read_summary(target) or {}
       collect_dir(source, target, previous.get("wall_seconds"))
@@ -299,21 +306,18 @@ def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
         running.remove(r)
         r.log_file.close()
         elapsed = time.time() - r.started
-        summary = read_summary(run_dir(sweep, r.run))
-        if code != 0 or summary is None:
+        if code != 0 or read_summary(run_dir(sweep, r.run)) is None:
           failed[r.run.name] = os.path.join(run_dir(sweep, r.run),
                                             "train.log")
           log(f"  FAILED {r.run.name} (exit {code}); see "
               f"{failed[r.run.name]}")
           continue
-        collect_dir(run_dir(sweep, r.run),
-                    os.path.join(results_dir(sweep), "runs", r.run.name),
-                    elapsed)
-        summaries[r.run.name] = read_summary(
-            os.path.join(results_dir(sweep), "runs", r.run.name))
+        summaries[r.run.name] = collect_dir(
+            run_dir(sweep, r.run), collected_dir(sweep, r.run.name), elapsed)
         write_runs_csv(sweep, summaries)
         durations.append(elapsed)
-        auc, diverged = grid.result_of(sweep, summary)
+        auc, diverged = grid.result_of(sweep, summaries[r.run.name],
+                                       r.run.name)
         done = _count_done(sweep, summaries)
         left = total - done
         eta = (sum(durations) / len(durations)) * left / sweep.parallel
