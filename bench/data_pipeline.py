@@ -10,9 +10,7 @@ memory of a process that serves the synthetic stream for D and for 10 D
 days, each measured in a fresh subprocess.
 """
 
-import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from absl import flags
 import gin
 import tensorflow as tf
 
+from bench import report as report_lib
 from data import files, materialize
 from data.synthetic import SyntheticStream
 from data.window import MovingWindow
@@ -113,8 +112,8 @@ def main(argv):
       f"{len(stream.schema.labels)} labels; {FLAGS.examples_per_day:,} "
       f"examples per day; mean over {FLAGS.batches} batches after "
       "5 warm-up batches. "
-      f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, "
-      f"TensorFlow {tf.__version__}. Command: `python bench/data_pipeline.py`.",
+      f"{report_lib.machine(tf.__version__)} "
+      "Command: `python bench/data_pipeline.py`.",
       "",
       "| measurement | value |", "|---|---:|",
       f"| synthetic stream, {FLAGS.days} days | "
@@ -129,14 +128,7 @@ def main(argv):
       f"| peak memory, {10 * FLAGS.days} days | "
       f"{results['peak MB, 10 D days']:,.0f} MB |",
       f"| memory growth for 10x the days | {100 * growth:+.1f}% |", ""])
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  for path, text in ((FLAGS.output, report),
-                     (os.path.splitext(FLAGS.output)[0] + ".json",
-                      json.dumps(results, indent=1))):
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-  print(report)
+  report_lib.write(FLAGS.output, report, results)
 
 
 if __name__ == "__main__":

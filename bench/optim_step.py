@@ -9,9 +9,7 @@ and the raw timings as JSON.
   python bench/optim_step.py --output=results/bench/optim_step.md
 """
 
-import json
 import os
-import platform
 import sys
 import time
 
@@ -24,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from bench import report
 from optim import build_optimizer
 
 FLAGS = flags.FLAGS
@@ -123,7 +122,7 @@ def main(argv):
 
   meta = {k: FLAGS[k].value for k in
           ["batch_size", "input_width", "steps", "warmup", "xla"]}
-  _write(FLAGS.output, render(results, meta), {"flags": meta,
+  report.write(FLAGS.output, render(results, meta), {"flags": meta,
                                                "results": results})
 
 
@@ -137,8 +136,7 @@ def render(results, meta):
       f"{meta['batch_size']}; median of {meta['steps']} steps after "
       f"{meta['warmup']} warm-up steps, the optimizers timed in turns. "
       "Diagnostics on (the default) unless the row says otherwise.",
-      f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, "
-      f"TensorFlow {tf.__version__}. Command: `python bench/optim_step.py "
+      f"{report.machine(tf.__version__)} Command: `python bench/optim_step.py "
       f"--batch_size={meta['batch_size']} --steps={meta['steps']} "
       f"--xla={','.join(meta['xla'])}`.",
       "",
@@ -155,19 +153,6 @@ def render(results, meta):
                    f"{1e3 * (median - base):+.1f} | {median / base:.3f} |")
     lines.append("")
   return "\n".join(lines)
-
-
-def _write(output, report, raw):
-  """Writes the report and the raw timings (.json) beside it, atomically."""
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  for path, text in ((output, report),
-                     (os.path.splitext(output)[0] + ".json",
-                      json.dumps(raw, indent=1))):
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-  print(report)
-  print(f"wrote {output}")
 
 
 if __name__ == "__main__":
