@@ -14,11 +14,11 @@ import gin
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import kuairand
 from data.window import MovingWindow
+from tests.data.reference_calendar import all_rows, local_days, local_time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -35,18 +35,8 @@ needs_subset = pytest.mark.skipif(
            "the repo)")
 
 
-def _all_rows(source):
-  return {k: v.numpy()
-          for k, v in source.rows(tf.range(source.num_rows)).items()}
-
-
 def _local(time_ms):
-  return pd.to_datetime(time_ms, unit="ms", utc=True).dt.tz_convert(BEIJING)
-
-
-def _days(local):
-  dates = local.dt.tz_localize(None).dt.normalize()
-  return (dates - dates.min()).dt.days.to_numpy()
+  return local_time(time_ms, "ms", BEIJING)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +49,14 @@ def subset(tmp_path_factory):
                                      data_dir=data_dir, day_source="date")
   frame = pd.read_csv(SUBSET_FILE, sep="\t")
   frame["local"] = _local(frame["time_ms"])
-  frame["day"] = _days(frame["local"])
+  frame["day"] = local_days(frame["local"])
   dates = pd.to_datetime(frame["date"].astype(str), format="%Y%m%d")
   frame["date_day"] = (dates - dates.min()).dt.days
   by_time_frame = frame.iloc[np.lexsort((frame["time_ms"], frame["day"]))]
   by_date_frame = frame.iloc[np.lexsort((frame["time_ms"],
                                          frame["date_day"]))]
-  return (by_time, _all_rows(by_time), by_time_frame.reset_index(drop=True),
-          by_date, _all_rows(by_date), by_date_frame.reset_index(drop=True),
+  return (by_time, all_rows(by_time), by_time_frame.reset_index(drop=True),
+          by_date, all_rows(by_date), by_date_frame.reset_index(drop=True),
           data_dir)
 
 
@@ -245,10 +235,10 @@ def test_official_release_joins_user_and_video_features(tmp_path):
   manual = _write_release(tmp_path / "KuaiRand-Pure")
   source = kuairand.kuairand_source(manual, "pure",
                                     data_dir=str(tmp_path / "tfds"))
-  rows = _all_rows(source)
+  rows = all_rows(source)
   log = pd.concat([_log(_FIRST_LOG), _log(_SECOND_LOG)], ignore_index=True)
   log = log.iloc[np.argsort(log["time_ms"].to_numpy(), kind="stable")]
-  days = _days(_local(log["time_ms"]))
+  days = local_days(_local(log["time_ms"]))
   np.testing.assert_array_equal(days, [0, 0, 1, 2, 14, 14])
   np.testing.assert_array_equal(rows["day"], days)
   assert source.num_days == 15 and source.day_size(13) == 0

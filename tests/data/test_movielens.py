@@ -12,11 +12,11 @@ import gin
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import movielens
 from data.window import MovingWindow
+from tests.data.reference_calendar import all_rows, local_days, local_time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -29,18 +29,8 @@ needs_100k = pytest.mark.skipif(
            "repo)")
 
 
-def _all_rows(source):
-  return {k: v.numpy()
-          for k, v in source.rows(tf.range(source.num_rows)).items()}
-
-
 def _local(seconds):
-  return pd.to_datetime(seconds, unit="s", utc=True).dt.tz_convert(CHICAGO)
-
-
-def _days(local):
-  dates = local.dt.tz_localize(None).dt.normalize()
-  return (dates - dates.min()).dt.days.to_numpy()
+  return local_time(seconds, "s", CHICAGO)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +42,10 @@ def ml100k(tmp_path_factory):
                         names=["user", "item", "rating", "ts"])
   ratings = ratings.sort_values("ts", kind="stable").reset_index(drop=True)
   local = _local(ratings["ts"])
-  ratings["day"] = _days(local)
+  ratings["day"] = local_days(local)
   ratings["hour"] = local.dt.hour.to_numpy()
   ratings["weekday"] = local.dt.weekday.to_numpy()
-  return source, _all_rows(source), ratings, data_dir
+  return source, all_rows(source), ratings, data_dir
 
 
 @needs_100k
@@ -216,14 +206,14 @@ def test_1m_fixture(tmp_path):
   _write_1m(manual, ratings=[lines[i] for i in (3, 0, 4, 2, 1)])
   source = movielens.movielens_source(manual, "1m",
                                       data_dir=str(tmp_path / "tfds"))
-  rows = _all_rows(source)
+  rows = all_rows(source)
   raw = pd.read_csv(os.path.join(manual, "ratings.dat"), sep="::",
                     engine="python", names=["user", "item", "rating", "ts"])
   raw = raw.sort_values("ts", kind="stable")
   local = _local(raw["ts"])
   np.testing.assert_array_equal(rows["user_id"], raw["user"])
   np.testing.assert_array_equal(rows["item_id"], raw["item"])
-  np.testing.assert_array_equal(rows["day"], _days(local))
+  np.testing.assert_array_equal(rows["day"], local_days(local))
   np.testing.assert_array_equal(rows["day"], [0, 1, 1, 2, 2])
   np.testing.assert_array_equal(rows["hour"], [23, 0, 1, 0, 23])
   np.testing.assert_array_equal(rows["rating"], raw["rating"])
