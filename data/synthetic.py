@@ -261,8 +261,9 @@ class SyntheticStream(Source):
     shared = 1.2 * pref + cat_effect + dense_signal
 
     jump = self.label_rate_jump * tf.cast(shifts, tf.float32)
+    uv = u * v
     for t, (name, (base, w_shared, w_own)) in enumerate(_BINARY.items()):
-      own = tf.reduce_sum(u * v * self._task_pref[t], axis=1) / np.sqrt(
+      own = tf.reduce_sum(uv * self._task_pref[t], axis=1) / np.sqrt(
           self.latent_dim)
       logit = base + w_shared * shared + w_own * own
       if name == "click":
