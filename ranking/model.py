@@ -46,10 +46,13 @@ class MultitaskRanker(tfrs.Model):
     self.bottom = bottom
     self.heads = {}
     for task in self.tasks:
-      layers = ([MLP(tower_widths, kernel_initializer, name="tower")]
-                if tower_widths else [])
+      # Named per task, so each head's variables (and their diagnostics and
+      # TensorBoard tags) say which task they belong to.
+      layers = ([MLP(tower_widths, kernel_initializer,
+                     name=f"tower_{task.name}")] if tower_widths else [])
       layers.append(tf.keras.layers.Dense(
-          1, kernel_initializer=kernel_initializer, name="logit"))
+          1, kernel_initializer=kernel_initializer,
+          name=f"logit_{task.name}"))
       self.heads[task.name] = tf.keras.Sequential(layers,
                                                   name=f"head_{task.name}")
     self.metrics_by_task = {t.name: t.make_metric() for t in self.tasks}
@@ -163,10 +166,10 @@ def build_model(schema: schema_lib.Schema,
                      f"{names}.")
   if not width_scale > 0:
     raise ValueError(f"width_scale must be > 0, got {width_scale}.")
-  bottom_widths = [max(1, round(w * width_scale)) if w > 0 else w
-                   for w in bottom_widths]
-  tower_widths = [max(1, round(w * width_scale)) if w > 0 else w
-                  for w in tower_widths]
+  def scaled(widths):  # invalid widths pass through for MLP to name
+    return [max(1, round(w * width_scale)) if w > 0 else w for w in widths]
+
+  bottom_widths, tower_widths = scaled(bottom_widths), scaled(tower_widths)
   task_list = [Task(n, schema.label(n).kind, float(task_weights.get(n, 1.0)))
                for n in names]
   if bottom == "mlp":
