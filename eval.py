@@ -24,6 +24,7 @@ from absl import flags
 import tensorflow as tf
 
 from ranking import launch
+from ranking.evaluation import headline
 
 flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
@@ -55,15 +56,17 @@ def main(argv):
     if latest is None:
       raise FileNotFoundError(f"No checkpoint in {checkpoints_dir}.")
     paths = [latest]
+  # The weights and the step only: the optimizers' slots (as large as the
+  # model, twice for Adam) are not needed to evaluate.
+  weights = tf.train.Checkpoint(model=trainer.model, step=trainer.global_step)
   for path in paths:
-    trainer.checkpoint.restore(path).expect_partial()
+    weights.restore(path).expect_partial()
     step = int(trainer.global_step.numpy())
     results = trainer.evaluator.evaluate(trainer.eval_dataset)
     trainer.writer.write(SPLIT, step, results)
     trainer.writer.flush()
-    shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
-                     if k.endswith(("/auc", "/rmse")))
-    print(f"{os.path.basename(path)} (step {step}): {shown}", flush=True)
+    print(f"{os.path.basename(path)} (step {step}): {headline(results)}",
+          flush=True)
 
 
 if __name__ == "__main__":

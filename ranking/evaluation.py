@@ -65,3 +65,9 @@ def primary(model, results: Dict[str, float]):
       return (results[f"{task.name}/auc"],
               results[f"{task.name}/prediction_std"])
   return None, None
+
+
+def headline(results: Dict[str, float]) -> str:
+  """The AUCs and RMSEs of an evaluation, as one progress line shows them."""
+  return " ".join(f"{k} {v:.4f}" for k, v in results.items()
+                  if k.endswith(("/auc", "/rmse")))

@@ -24,7 +24,7 @@ from data.source import Source
 from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
 from ranking.distribution import make_strategy
-from ranking.evaluation import Evaluator, primary
+from ranking.evaluation import Evaluator, headline, primary
 from ranking.model import build_model
 from ranking.stability import StabilityMonitor, zero_if_nonfinite
 from ranking.summaries import ScalarWriter
@@ -170,7 +170,7 @@ class Trainer:
         lambda ctx: self.window.train_dataset(start, ctx))
     iterator = iter(dataset)
     day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day))
-    step, last_eval, results = start, None, None
+    step, last_eval, last_saved, results = start, None, None, None
     train_seconds, interval_steps = 0.0, 0
     while step < self.total_steps:
       n = self._steps_until_boundary(step, day_ends)
@@ -190,13 +190,15 @@ class Trainer:
         last_eval = step
       if step % self.checkpoint_every == 0 or step == self.total_steps:
         self._save(step)
+        last_saved = step
       if self.stop_on_divergence and self.monitor.diverged:
         self.log(f"stopping at step {step}: the run has diverged "
                  f"({self.monitor.verdict()['divergence_reason']})")
         break
     if last_eval != step:
       results = self._evaluate(step)
-    self._save(step)
+    if last_saved != step:
+      self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
 
@@ -244,9 +246,8 @@ class Trainer:
     self.monitor.observe_eval(*primary(self.model, results), step,
                               final=step >= self.total_steps)
     self.writer.write("eval", step, results)
-    shown = " ".join(f"{k} {v:.4f}" for k, v in results.items()
-                     if k.endswith(("/auc", "/rmse")))
-    self.log(f"eval day {self.window.eval_day} at step {step}: {shown}")
+    self.log(f"eval day {self.window.eval_day} at step {step}: "
+             f"{headline(results)}")
     return results
 
   def _save(self, step):
