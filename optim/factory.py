@@ -21,7 +21,7 @@ METHODS = {
 
 @gin.configurable
 def build_optimizer(method: str = gin.REQUIRED,
-                    learning_rate=gin.REQUIRED,
+                    learning_rate: float = gin.REQUIRED,
                     *,
                     clip_norm: Optional[float] = None,
                     clip_factor: Optional[float] = None,
@@ -66,12 +66,17 @@ def build_optimizer(method: str = gin.REQUIRED,
     A ScaledAdagrad or ScaledAdam.
 
   Raises:
-    ValueError: unknown method, a threshold the method needs but was not
-      given, one given that the method does not use, or a value out of range.
+    ValueError: unknown method, a learning rate <= 0, a threshold the method
+      needs but was not given, one given that the method does not use, or a
+      value out of range.
   """
   if method not in METHODS:
     raise ValueError(f"Unknown optimizer method {method!r}; expected one of "
                      f"{sorted(METHODS)}.")
+  if isinstance(learning_rate, (int, float)) and (
+      isinstance(learning_rate, bool) or not learning_rate > 0):
+    raise ValueError(f"build_optimizer.learning_rate must be > 0, got "
+                     f"{learning_rate!r}.")
   base, rule = METHODS[method]
   thresholds = {"clip_norm": clip_norm, "clip_factor": clip_factor,
                 "trust_coefficient": trust_coefficient}

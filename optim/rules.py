@@ -85,15 +85,18 @@ def agc_scale(grad, var, direction, lr, *, clip_factor, eps=1e-3,
 def lamb_scale(grad, var, direction, lr, *, trust_coefficient):
   """LAMB's trust ratio on the base optimizer's direction (You et al. 2020).
 
-  sigma_t = mu * phi(||w||_2) / ||r||_2 with phi(x) = x, and 1 where either
-  norm is zero. Not capped at 1: LAMB also enlarges small updates.
+  sigma_t = mu * phi(||w||_2) / ||r||_2 with phi(x) = x. Where either norm
+  is zero the trust ratio phi(||w||)/||r|| is taken as 1 (You et al.), so
+  sigma_t = mu: the paper's LAMB scales the learning rate by mu everywhere.
+  Not capped at 1: LAMB also enlarges small updates.
   """
   del grad, lr
   w_norm = l2_norm(var)
   r_norm = l2_norm(direction)
-  ratio = trust_coefficient * tf.math.divide_no_nan(w_norm, r_norm)
-  return tf.where((w_norm > 0.0) & (r_norm > 0.0), ratio,
-                  tf.ones_like(ratio))
+  ratio = tf.math.divide_no_nan(w_norm, r_norm)
+  trust = tf.where((w_norm > 0.0) & (r_norm > 0.0), ratio,
+                   tf.ones_like(ratio))
+  return trust_coefficient * trust
 
 
 def clippy_scale(grad, var, direction, lr, *, lambda_rel=0.5, lambda_abs=1e-2):
@@ -107,11 +110,14 @@ def clippy_scale(grad, var, direction, lr, *, lambda_rel=0.5, lambda_abs=1e-2):
   del grad
   # Computed as 1 / (eta_t * max_i |r_i| / allowed_i): the same value in
   # fewer passes over the variable than a per-coordinate minimum (this runs
-  # every step on every dense weight). |r_i| = 0 constrains nothing; with
-  # lambda_abs = 0 a zero weight with r_i != 0 gives sigma = 0.
+  # every step on every dense weight). |r_i| = 0 constrains nothing. With
+  # lambda_abs > 0 every allowed_i > 0; with lambda_abs = 0 a zero weight
+  # allows no update, so r_i != 0 there gives |r_i| / 0 = inf and sigma = 0.
   allowed = lambda_rel * tf.abs(var) + lambda_abs
-  worst = lr * tf.reduce_max(tf.math.divide_no_nan(tf.abs(direction),
-                                                   allowed))
+  ratio = tf.abs(direction) / allowed
+  if lambda_abs == 0:
+    ratio = tf.where(direction == 0.0, tf.zeros_like(ratio), ratio)
+  worst = lr * tf.reduce_max(ratio)
   return _at_most_one(1.0 / worst)
 
 

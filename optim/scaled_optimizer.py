@@ -77,6 +77,12 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     self._diagnostics = []
 
   def build(self, var_list):
+    for var in var_list:
+      if not var.dtype.is_floating:
+        raise ValueError(
+            f"{self.name}: variable {var.name} has dtype {var.dtype.name}; "
+            "the scaled optimizers (and their clipping rules) support real "
+            "floating-point variables only.")
     super().build(var_list)
     if getattr(self, "_built", False):
       return

@@ -40,7 +40,8 @@ def sigma_agc(g, w, r, lr, clip_factor, eps=1e-3, unitwise=False):
 
 def sigma_lamb(g, w, r, lr, trust_coefficient):
   wn, rn = np.sqrt(np.sum(w * w)), np.sqrt(np.sum(r * r))
-  return trust_coefficient * wn / rn if wn > 0 and rn > 0 else 1.0
+  # The trust ratio is 1 where a norm is 0: sigma = mu (You et al. 2020).
+  return trust_coefficient * (wn / rn if wn > 0 and rn > 0 else 1.0)
 
 
 def sigma_clippy(g, w, r, lr, lambda_rel, lambda_abs):
