@@ -1,7 +1,9 @@
 """A user's own logs in CSV or Parquet, declared column by column in gin.
 
   file_source.paths = ['/logs/2024-*.parquet']
-  file_source.timestamp_column = 'ts'           # unix seconds, ms or a date
+  file_source.timestamp_column = 'ts'           # unix time, or a date
+  file_source.timestamp_unit = 'ms'             # None: from the magnitude
+  file_source.timestamp_format = None           # e.g. '%d/%m/%Y %H:%M'
   file_source.time_zone = 'Asia/Shanghai'       # days are local dates
   file_source.categorical = {'user_id': 1000000, 'item_id': 500000}
   file_source.multivalued = {'genres': (32, 6)} # vocab, max ids; '|'-joined
@@ -12,11 +14,16 @@ Categorical values of any type are hashed (stably, by their string form)
 into [0, vocab_size). Dense features are transformed, then normalised with
 the mean and standard deviation of the days before the last, so the default
 evaluation day (the last) does not leak into them. Rows are sorted by time.
+Every data error names the file, the column and the line of the CSV file
+(its header is line 1) or the row of the Parquet file (1-based).
 """
 
+import collections
 import glob
+import math
 import os
-from typing import Dict, Mapping, Sequence, Tuple, Union
+import re
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import gin
 import numpy as np
@@ -29,6 +36,10 @@ from data.source import InMemorySource
 
 def read_table(path: str, sep: str = ",") -> pd.DataFrame:
   """Reads one CSV (any separator) or Parquet file; errors name the file."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(
+        f"{path} is a directory; file_source.paths takes files or glob "
+        f"patterns (e.g. '{os.path.join(path, '*.csv')}').")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Log file not found: {path}")
   try:
@@ -43,32 +54,138 @@ def read_table(path: str, sep: str = ",") -> pd.DataFrame:
   return frame
 
 
-def parse_timestamps(timestamps: pd.Series, where: str) -> np.ndarray:
+def row_labels(path: str, num_rows: int) -> Tuple[str, np.ndarray]:
+  """How the rows of a file read by read_table are named in messages:
+  ("line", the 1-based line of each row in a CSV file: the header is line
+  1, blank lines are skipped as pandas skips them) or ("row", 1-based row
+  numbers) for Parquet, or a CSV whose rows span lines (quoted newlines)."""
+  if not path.endswith((".parquet", ".pq")):
+    with open(path, errors="replace") as f:
+      lines = [i + 1 for i, line in enumerate(f) if line.strip()]
+    if len(lines) - 1 == num_rows:
+      return "line", np.array(lines[1:], np.int64)
+  return "row", np.arange(1, num_rows + 1)
+
+
+# Units of numeric timestamps, and the magnitude below which auto-detection
+# takes a value to be in each (unix time since 1973 in s, ms, us, ns).
+TIMESTAMP_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_AUTO_UNIT_BELOW = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", math.inf))
+# d/m/Y or m/d/Y (any of / . - between): which is meant cannot be told.
+_DAY_MONTH = re.compile(r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)")
+_NS_RANGE = (pd.Timestamp.min.value, pd.Timestamp.max.value)
+
+
+def _auto_unit(numbers: np.ndarray, origin: Callable[[int], str]) -> str:
+  kinds = np.searchsorted([b for _, b in _AUTO_UNIT_BELOW[:-1]],
+                          np.abs(numbers), side="right")
+  found = np.unique(kinds)
+  if len(found) > 1:
+    first = [int(np.flatnonzero(kinds == k)[0]) for k in found[:2]]
+    shown = ", ".join(f"{origin(r)}: {numbers[r]:.0f} "
+                      f"(looks like {_AUTO_UNIT_BELOW[kinds[r]][0]})"
+                      for r in first)
+    raise ValueError(f"timestamps mix units ({shown}); set "
+                     "file_source.timestamp_unit to one of "
+                     f"{sorted(TIMESTAMP_UNITS)}.")
+  return _AUTO_UNIT_BELOW[found[0]][0]
+
+
+def parse_timestamps(timestamps: pd.Series, where: str,
+                     unit: Optional[str] = None, fmt: Optional[str] = None,
+                     origin: Optional[Callable[[int], str]] = None
+                     ) -> np.ndarray:
   """Unix nanoseconds of a timestamp column.
 
-  Numbers are unix seconds, or milliseconds when they exceed 1e11; anything
-  else is parsed as a date string (naive strings are taken as UTC).
+  Numbers are unix time in `unit`, or (unit None) in the one unit their
+  magnitude shows: s, ms, us or ns (a column mixing them is refused).
+  Strings are parsed with the strftime `fmt`, or without one when they are
+  unambiguous (ISO 8601 and the like; d/m/Y vs m/d/Y forms are refused).
+  Naive times are UTC.
 
   Raises:
-    ValueError: a value is neither, naming `where` and the row.
+    ValueError: mixed units, mixed numbers and strings, an ambiguous or
+      unparsable date, or a time outside pandas' range (1677-2262), naming
+      `origin(row)` (default: `where`, row).
   """
+  origin = origin or (lambda r: f"{where}, row {r + 1}")
+  if unit is not None and unit not in TIMESTAMP_UNITS:
+    raise ValueError(f"file_source.timestamp_unit must be one of "
+                     f"{sorted(TIMESTAMP_UNITS)} or None, got {unit!r}.")
+  raw = timestamps.to_numpy(object)
+  if fmt is not None:
+    parsed = pd.to_datetime(timestamps.astype(str), format=fmt, utc=True,
+                            errors="coerce")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+      raise ValueError(f"{origin(int(bad[0]))}: timestamp {raw[bad[0]]!r} "
+                       f"does not match file_source.timestamp_format {fmt!r}"
+                       " (or is outside 1677-2262).")
+    return _nanos(parsed, raw, origin)
   numbers = pd.to_numeric(timestamps, errors="coerce").to_numpy(np.float64)
   is_number = np.isfinite(numbers)
-  parsed = pd.Series(pd.NaT, index=timestamps.index,
-                     dtype="datetime64[ns, UTC]")
+  if is_number.all():
+    unit = unit or _auto_unit(numbers, origin)
+    nanos = numbers * TIMESTAMP_UNITS[unit]
+    bad = np.flatnonzero((nanos < _NS_RANGE[0]) | (nanos > _NS_RANGE[1]))
+    if len(bad):
+      raise ValueError(f"{origin(int(bad[0]))}: timestamp {raw[bad[0]]!r} "
+                       f"({unit}) is outside the representable range "
+                       "(years 1677-2262).")
+    return pd.to_datetime(numbers, unit=unit).to_numpy().astype(
+        "datetime64[ns]").view(np.int64)
   if is_number.any():
-    unit = "ms" if np.abs(numbers[is_number]).max() > 1e11 else "s"
-    parsed[is_number] = pd.to_datetime(numbers[is_number], unit=unit,
-                                       utc=True)
-  if (~is_number).any():
-    parsed[~is_number] = pd.to_datetime(timestamps[~is_number], utc=True,
-                                        errors="coerce", format="mixed")
-  if parsed.isna().any():
-    row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-    raise ValueError(f"{where}: unparsable timestamp {timestamps.iloc[row]!r} "
-                     f"at row {row}.")
-  return parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(
-      np.int64)
+    row_n, row_s = (int(np.flatnonzero(m)[0]) for m in (is_number,
+                                                        ~is_number))
+    raise ValueError(f"timestamps mix numbers and other values "
+                     f"({origin(row_n)}: {raw[row_n]!r}; {origin(row_s)}: "
+                     f"{raw[row_s]!r}); make the column one kind, or set "
+                     "file_source.timestamp_format.")
+  texts = timestamps.astype(str)
+  ambiguous = np.flatnonzero(texts.str.match(_DAY_MONTH).to_numpy())
+  if len(ambiguous):
+    row = int(ambiguous[0])
+    raise ValueError(f"{origin(row)}: date {raw[row]!r} is ambiguous (day/"
+                     "month or month/day?); set file_source.timestamp_format,"
+                     " e.g. '%d/%m/%Y %H:%M:%S'.")
+  parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="mixed")
+  bad = np.flatnonzero(parsed.isna().to_numpy())
+  if len(bad):
+    raise ValueError(f"{origin(int(bad[0]))}: unparsable timestamp "
+                     f"{raw[bad[0]]!r} (or outside 1677-2262).")
+  return _nanos(parsed, raw, origin)
+
+
+def _nanos(parsed: pd.Series, raw: np.ndarray,
+           origin: Callable[[int], str]) -> np.ndarray:
+  """Unix nanoseconds of parsed UTC times; pandas may hold times beyond the
+  int64 nanosecond range (1677-2262) at a coarser unit, which numpy would
+  wrap around silently: those are named instead."""
+  naive = parsed.dt.tz_convert(None)
+  bad = np.flatnonzero(((naive < pd.Timestamp.min) |
+                        (naive > pd.Timestamp.max)).to_numpy())
+  if len(bad):
+    raise ValueError(f"{origin(int(bad[0]))}: timestamp {raw[bad[0]]!r} is "
+                     "outside the representable range (years 1677-2262).")
+  return naive.to_numpy().astype("datetime64[ns]").view(np.int64)
+
+
+def numeric_column(values: pd.Series, what: str,
+                   origin: Callable[[int], str]) -> np.ndarray:
+  """A column as finite float64 that fits in float32, or an error naming
+  the first bad row: NaN / non-numeric, infinite, or beyond float32."""
+  numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+  raw = values.to_numpy(object)
+  for mask, why in ((np.isnan(numbers), "NaN or non-numeric"),
+                    (np.isinf(numbers), "infinite or overflowing"),
+                    (np.abs(numbers) > np.finfo(np.float32).max,
+                     "beyond float32 (|x| > 3.4e38)")):
+    if mask.any():
+      row = int(np.flatnonzero(mask)[0])
+      shown = ("(empty)" if isinstance(raw[row], float) and
+               math.isnan(raw[row]) else repr(raw[row]))
+      raise ValueError(f"{origin(row)}: {why} {what} {shown}.")
+  return numbers
 
 
 def _cell_values(cell, sep: str) -> list:
@@ -91,6 +208,39 @@ def _split_kind(spec: str) -> Tuple[str, str]:
   return kind, transform or "none"
 
 
+def _roles(timestamp_column, labels, categorical, multivalued, dense):
+  """Refuses a column given two roles (e.g. a label that is also a dense
+  feature, which would leak the label into the input)."""
+  roles = collections.defaultdict(list)
+  roles[timestamp_column].append("the timestamp_column")
+  for kind, columns in (("a label", labels), ("a categorical feature",
+                                              categorical),
+                        ("a multivalued feature", multivalued),
+                        ("a dense feature", dense)):
+    for column in columns:
+      roles[column].append(kind)
+  twice = {c: r for c, r in roles.items() if len(r) > 1}
+  if twice:
+    raise ValueError("file_source: a column is used twice: " + "; ".join(
+        f"{c!r} as {' and as '.join(r)}" for c, r in twice.items()))
+
+
+def _log_files(paths) -> list:
+  patterns = [paths] if isinstance(paths, str) else list(paths or [])
+  if not patterns:
+    raise ValueError("file_source.paths is empty: give log files or glob "
+                     "patterns, e.g. ['/logs/*.parquet'].")
+  files = []
+  for pattern in patterns:
+    if not isinstance(pattern, str):
+      raise ValueError(f"file_source.paths: {pattern!r} is not a path.")
+    matched = sorted(glob.glob(pattern))
+    if not matched:
+      raise FileNotFoundError(f"No log file matches {pattern!r}.")
+    files += matched
+  return files
+
+
 @gin.configurable
 def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
                 timestamp_column: str = gin.REQUIRED,
@@ -99,6 +249,8 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
                 multivalued: Mapping[str, Tuple[int, int]] = None,
                 dense: Mapping[str, str] = None,
                 time_zone: str = "UTC",
+                timestamp_unit: Optional[str] = None,
+                timestamp_format: Optional[str] = None,
                 sep: str = ",",
                 multivalue_sep: str = "|",
                 name: str = None) -> InMemorySource:
@@ -106,13 +258,17 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
 
   Args:
     paths: files or glob patterns; CSV (any `sep`) or Parquet by extension.
-    timestamp_column: unix seconds / milliseconds, or date strings.
+    timestamp_column: unix time (s, ms, us or ns), or date strings.
     labels: {column: "binary" | "regression" | "regression:log1p"}.
     categorical: {column: vocab_size}; values hashed into the vocabulary.
     multivalued: {column: (vocab_size, max_len)}; values joined by
       `multivalue_sep` (or lists, in Parquet).
     dense: {column: "none" | "log1p"}.
     time_zone: the logs' time zone; days are its local dates.
+    timestamp_unit: "s", "ms", "us" or "ns" for numeric timestamps; None
+      tells it from their magnitude (and refuses a column that mixes them).
+    timestamp_format: strftime format of the timestamps (e.g.
+      '%d/%m/%Y %H:%M'); None parses unambiguous forms such as ISO 8601.
     sep: CSV separator.
     multivalue_sep: separator inside a multi-valued CSV cell.
     name: the source's name in messages (default: the paths).
@@ -122,56 +278,62 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
 
   Raises:
     FileNotFoundError: a path matches no file.
-    ValueError: a missing column, NaN label, unparsable timestamp or bad
-      declaration, naming the file and column.
+    IsADirectoryError: a path is a directory.
+    ValueError: empty paths, a column used twice, a missing column, a NaN,
+      infinite or overflowing label or dense value, an ambiguous, mixed or
+      unparsable timestamp or a bad declaration; data errors name the file,
+      the column and the line (CSV) or row (Parquet).
   """
   categorical, multivalued, dense = (categorical or {}, multivalued or {},
                                      dense or {})
-  files = []
-  for pattern in [paths] if isinstance(paths, str) else list(paths):
-    matched = sorted(glob.glob(pattern))
-    if not matched:
-      raise FileNotFoundError(f"No log file matches {pattern!r}.")
-    files += matched
+  _roles(timestamp_column, labels, categorical, multivalued, dense)
+  files = _log_files(paths)
   frames = []
   needed = ([timestamp_column] + list(labels) + list(categorical) +
             list(multivalued) + list(dense))
-  for path in files:
+  for index, path in enumerate(files):
     frame = read_table(path, sep)
     missing = [c for c in needed if c not in frame.columns]
     if missing:
       raise ValueError(f"{path}: missing column(s) {missing}; it has "
                        f"{list(frame.columns)}.")
     frame = frame[needed].copy()
-    frame["__file"] = path
-    frame["__line"] = np.arange(len(frame))
+    unit, numbers = row_labels(path, len(frame))
+    frame["__file"] = index
+    frame["__unit"] = unit
+    frame["__line"] = numbers
     frames.append(frame)
   frame = pd.concat(frames, ignore_index=True)
   where = name or ", ".join(files)
-  nanos = parse_timestamps(frame[timestamp_column], where)
+
+  def origin_of(table):
+    def origin(row, column=None):
+      column = column or timestamp_column
+      return (f"{files[table['__file'].iloc[row]]} {table['__unit'].iloc[row]}"
+              f" {table['__line'].iloc[row]}, column {column!r}")
+    return origin
+
+  nanos = parse_timestamps(frame[timestamp_column], where, timestamp_unit,
+                           timestamp_format, origin_of(frame))
   order = np.argsort(nanos, kind="stable")
   frame = frame.iloc[order].reset_index(drop=True)
   _, _, days = local_calendar(nanos[order] // 10**9, time_zone)
+  origin = origin_of(frame)
 
-  def origin(column, row):
-    return (f"{frame['__file'].iloc[row]}: column {column!r}, data row "
-            f"{frame['__line'].iloc[row]}")
+  def values_of(column, what):
+    return numeric_column(frame[column], what,
+                          lambda row: origin(row, column))
 
   columns: Dict[str, np.ndarray] = {}
   label_specs = []
   for column, spec in labels.items():
     kind, transform = _split_kind(spec)
     label_specs.append(schema_lib.Label(column, kind, transform))
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(
-        np.float64)
-    if np.isnan(values).any():
-      raise ValueError(f"{origin(column, int(np.flatnonzero(np.isnan(values))[0]))}"
-                       ": NaN or non-numeric label.")
+    values = values_of(column, "label")
     if kind == "binary" and not np.isin(values, (0, 1)).all():
-      raise ValueError(f"{origin(column, int(np.flatnonzero(~np.isin(values, (0, 1)))[0]))}"
+      raise ValueError(f"{origin(int(np.flatnonzero(~np.isin(values, (0, 1)))[0]), column)}"
                        ": a binary label must be 0 or 1.")
     columns[column] = _transform(values, transform).astype(np.float32)
-
   cat_specs = []
   for column, vocab in categorical.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab)))
@@ -193,11 +355,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
 
   dense_specs = []
   for column, transform in dense.items():
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(
-        np.float64)
-    if np.isnan(values).any():
-      raise ValueError(f"{origin(column, int(np.flatnonzero(np.isnan(values))[0]))}"
-                       ": NaN or non-numeric value.")
+    values = values_of(column, "value")
     columns[column], mean, std = standardize(_transform(values, transform),
                                              days)
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,

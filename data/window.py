@@ -63,6 +63,11 @@ class MovingWindow:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if self.window_days < 1:
       raise ValueError(f"window_days must be >= 1, got {window_days}.")
+    if source.num_days < 2:
+      raise ValueError(f"{name}: the log spans a single day ({source.num_rows}"
+                       " examples on day 0); the protocol trains on earlier "
+                       "days and evaluates on a later one, so it needs at "
+                       "least two days.")
     if not -source.num_days <= eval_day < source.num_days:
       raise ValueError(f"{name}: evaluation day {eval_day} is absent; the "
                        f"source has days 0..{source.num_days - 1}.")

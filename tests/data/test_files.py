@@ -66,9 +66,10 @@ def test_parquet_and_globs(tmp_path):
     (ROWS.replace("click", "clicked"), {}, ValueError,
      "logs.csv: missing column\\(s\\) \\['click'\\]"),
     (ROWS.replace("40,0,0", "40,0,"), {}, ValueError,
-     "logs.csv: column 'click', data row 1: NaN"),
+     "logs.csv line 3, column 'click': NaN or non-numeric label \\(empty\\)"),
     (ROWS.replace("1709251200", "yesterday"), {}, ValueError,
-     "unparsable timestamp 'yesterday' at row 1"),
+     "timestamps mix numbers and other values .*logs.csv line 3, column "
+     "'ts': 'yesterday'"),
     (ROWS.replace(",0\n", ",2\n"), {}, ValueError, "must be 0 or 1"),
     (ROWS, dict(labels={"click": "ordinal"}), ValueError, "kind must be"),
     ("ts,user\n", {}, ValueError, "logs.csv: no rows"),
