@@ -4,7 +4,11 @@
   python eval.py --model_dir=/tmp/run --checkpoint=/tmp/run/checkpoints/ckpt-200
   python eval.py --model_dir=/tmp/run --watch            # a sidecar evaluator
 
-Reads the run's operative_config.gin unless --gin_file is given. Results go
+Reads the run's operative_config.gin unless --gin_file is given; a config
+read from model_dir may not import modules or include files (gin `import`
+and `include` lines run code or read other files) unless
+--allow_gin_imports is given. The latest checkpoint is the newest intact
+one: a corrupt newer checkpoint is reported and skipped. Results go
 to TensorBoard under eval_sidecar/ and to metrics.jsonl (split
 "eval_sidecar"). --watch evaluates each new checkpoint as training writes it
 and stops after --timeout seconds without one; it only sees checkpoints that
@@ -21,10 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from gin import config_parser
 import tensorflow as tf
 
+from ranking import integrity
 from ranking import launch
 from ranking.evaluation import headline
+from ranking.gin_files import gin_statements
+from ranking.stability import state_is_finite
 
 flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
@@ -35,38 +43,83 @@ flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the "
 flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint.")
 flags.DEFINE_integer("timeout", 600, "With --watch: seconds to wait for a "
                      "new checkpoint before stopping.")
+flags.DEFINE_bool("allow_gin_imports", False, "Let the operative_config.gin "
+                  "read from --model_dir import modules / include files.")
 FLAGS = flags.FLAGS
 SPLIT = "eval_sidecar"
+
+
+def run_config(model_dir: str, allow_imports: bool) -> str:
+  """The run's operative_config.gin, refused if it would import modules or
+  include files (a model_dir may come from anyone)."""
+  path = os.path.join(model_dir, integrity.OPERATIVE_CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No {path}; give the run's --gin_file(s).")
+  with open(path) as f:
+    text = f.read()
+  if not allow_imports:
+    unsafe = [f"line {s.location.line_num}: "
+              f"{s.location.line_content.strip()}"
+              for s in gin_statements(text, path)
+              if isinstance(s, (config_parser.ImportStatement,
+                                config_parser.IncludeStatement))]
+    if unsafe:
+      raise ValueError(f"{path} imports modules or includes files, which "
+                       "would run code from the model_dir: "
+                       + "; ".join(unsafe) +
+                       ". Check them and pass --allow_gin_imports, or give "
+                       "--gin_file.")
+  return path
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  gin_files = FLAGS.gin_file or [
-      os.path.join(FLAGS.model_dir, "operative_config.gin")]
+  if not os.path.isdir(FLAGS.model_dir):
+    raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} does not exist.")
+  gin_files = FLAGS.gin_file or [run_config(FLAGS.model_dir,
+                                            FLAGS.allow_gin_imports)]
   trainer = launch.build_trainer(gin_files, FLAGS.gin_param, FLAGS.model_dir)
   checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
+  # The weights and the step only: the optimizers' slots (as large as the
+  # model, twice for Adam) are not needed to evaluate.
+  weights = tf.train.Checkpoint(model=trainer.model, step=trainer.global_step)
+
+  def restore(path):
+    weights.restore(path).expect_partial()
+    if not bool(state_is_finite(trainer.model.variables)):
+      raise ValueError("it holds non-finite weights")
+
+  def log(line):
+    print(line, flush=True)
+
   if FLAGS.checkpoint:
     paths = [FLAGS.checkpoint]
   elif FLAGS.watch:
     paths = tf.train.checkpoints_iterator(checkpoints_dir,
                                           timeout=FLAGS.timeout)
   else:
-    latest = tf.train.latest_checkpoint(checkpoints_dir)
+    latest = integrity.restore_newest_intact(restore, checkpoints_dir, log,
+                                             repair=False)
     if latest is None:
       raise FileNotFoundError(f"No checkpoint in {checkpoints_dir}.")
     paths = [latest]
-  # The weights and the step only: the optimizers' slots (as large as the
-  # model, twice for Adam) are not needed to evaluate.
-  weights = tf.train.Checkpoint(model=trainer.model, step=trainer.global_step)
   for path in paths:
-    weights.restore(path).expect_partial()
+    try:
+      restore(path)
+    except Exception as e:  # pylint: disable=broad-except
+      message = (f"checkpoint {path} cannot be restored "
+                 f"({', '.join(integrity.checkpoint_files(path)) or 'no files'}"
+                 f"): {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+      if not FLAGS.watch:
+        raise ValueError(message) from e
+      log(f"skipping {message}")
+      continue
     step = int(trainer.global_step.numpy())
     results = trainer.evaluator.evaluate(trainer.eval_dataset)
     trainer.writer.write(SPLIT, step, results)
     trainer.writer.flush()
-    print(f"{os.path.basename(path)} (step {step}): {headline(results)}",
-          flush=True)
+    log(f"{os.path.basename(path)} (step {step}): {headline(results)}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,13 @@
       --gin_file=configs/small_machine.gin --gin_param='Trainer.max_steps=100'
 
 Writes into --model_dir: checkpoints/, train/ and eval/ TensorBoard logs,
-metrics.jsonl, operative_config.gin and summary.json. Rerunning with the same
---model_dir resumes from the latest checkpoint.
+metrics.jsonl, operative_config.gin and, once the run has ended,
+summary.json. Rerunning with the same --model_dir resumes from the newest
+intact checkpoint, if the settings that change the training are the ones
+the run started with (bind Trainer.allow_config_change=True to override).
+One run per model_dir at a time (model_dir/.train.lock). SIGTERM saves a
+checkpoint at the current step and exits with status 0 and no summary.json;
+rerun the same command to resume.
 """
 
 import os
@@ -20,6 +25,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from ranking import launch
+from ranking.trainer import Preempted
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
@@ -31,7 +37,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   trainer = launch.configure(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir)
-  summary = trainer.run()
+  try:
+    summary = trainer.run()
+  except Preempted as e:
+    print(e, flush=True)
+    return 0
   print(launch.final_table(summary, FLAGS.model_dir))
   # A diverged run is a result (summary.json says so), not a failure.
   return 0

@@ -7,11 +7,68 @@ the caller (ranking.launch registers every training one).
 """
 
 import os
-from typing import Sequence
+import typing
+from typing import List, Sequence
 
 import gin
+from gin import config as gin_config
+from gin import config_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Reference:
+  """A @configurable or %macro reference as written, from parsing a gin
+  text without evaluating it."""
+
+  def __init__(self, text: str):
+    self.text = text
+
+  def __eq__(self, other):
+    return isinstance(other, Reference) and other.text == self.text
+
+  def __hash__(self):
+    return hash(self.text)
+
+  def __repr__(self):
+    return self.text
+
+
+class _Delegate(config_parser.ParserDelegate):
+
+  def configurable_reference(self, scoped_name, evaluate):
+    return Reference("@" + scoped_name + ("()" if evaluate else ""))
+
+  def macro(self, macro_name):
+    return Reference("%" + macro_name)
+
+
+def gin_statements(text: str, where: str) -> list:
+  """The statements of a gin text (bindings, imports, includes), parsed
+  without importing, including or calling anything; errors name `where`."""
+  try:
+    return list(config_parser.ConfigParser(text, _Delegate()))
+  except SyntaxError as e:
+    raise ValueError(f"{where} is not a readable gin config: {e}") from e
+
+
+def _missing_includes(text: str, where: str, seen=()) -> List[str]:
+  """'where line N: include X' for every include (recursively) that names
+  no file."""
+  missing = []
+  for statement in gin_statements(text, where):
+    if not isinstance(statement, config_parser.IncludeStatement):
+      continue
+    line = statement.location.line_num
+    path = resolve(statement.filename)
+    if not os.path.isfile(path):
+      missing.append(f"{where} line {line}: include "
+                     f"{statement.filename!r}")
+    elif path not in seen:
+      with open(path) as f:
+        missing += _missing_includes(f.read(), statement.filename,
+                                     tuple(seen) + (path,))
+  return missing
 
 
 def resolve(path: str) -> str:
@@ -25,9 +82,68 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]):
   if not gin_files:
     raise ValueError("Give at least one --gin_file, e.g. "
                      "configs/large_dcn_clippy.gin.")
+  missing = []
   for path in gin_files:
     if not os.path.isfile(resolve(path)):
       raise FileNotFoundError(f"Gin file not found: {path}")
+    with open(resolve(path)) as f:
+      missing += _missing_includes(f.read(), path, (resolve(path),))
+  missing += _missing_includes("\n".join(gin_params), "--gin_param")
+  if missing:
+    raise FileNotFoundError("Included gin file not found: " +
+                            "; ".join(missing))
   gin.add_config_file_search_path(REPO)
   gin.parse_config_files_and_bindings([resolve(p) for p in gin_files],
                                       gin_params)
+  check_number_bindings()
+
+
+def _wants_number(annotation) -> bool:
+  options = typing.get_args(annotation) if typing.get_origin(
+      annotation) is typing.Union else (annotation,)
+  return any(option in (int, float) for option in options)
+
+
+def _bound_value(value):
+  """A binding's value with macros followed (other references as such)."""
+  for _ in range(20):
+    selector = getattr(value, "_scoped_selector", "")
+    if not (isinstance(value, gin_config.ConfigurableReference) and
+            selector.endswith("/gin.macro")):
+      break
+    macro = gin_config._CONFIG.get((selector[:-len("/gin.macro")],  # pylint: disable=protected-access
+                                    "gin.macro"), {})
+    if "value" not in macro:
+      break
+    value = macro["value"]
+  return value
+
+
+def check_number_bindings():
+  """Every binding of a parameter annotated int or float holds a number
+  (or None): a string such as Trainer.max_steps = '100' is refused here,
+  naming the binding, before any work.
+
+  Raises:
+    ValueError: the first such binding.
+  """
+  for (scope, selector), params in list(gin_config._CONFIG.items()):  # pylint: disable=protected-access
+    if selector == "gin.macro":
+      continue
+    try:
+      configurable = gin_config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+      wrapped = configurable.wrapped
+      hints = typing.get_type_hints(
+          wrapped.__init__ if isinstance(wrapped, type) else wrapped)
+    except Exception:  # pylint: disable=broad-except
+      continue  # an unannotated or foreign configurable: gin's own checks
+    for name, raw in params.items():
+      value = _bound_value(raw)
+      if not _wants_number(hints.get(name)) or value is None or isinstance(
+          value, gin_config.ConfigurableReference):
+        continue
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        binding = "/".join(filter(None, [scope, configurable.name]))
+        via = f" (via {raw!r})" if raw is not value else ""
+        raise ValueError(f"{binding}.{name} = {value!r}{via}: a number is "
+                         f"needed, not a {type(value).__name__}.")

@@ -2,6 +2,7 @@
 the final report."""
 
 import os
+import shutil
 from typing import Dict
 
 import gin
@@ -27,28 +28,25 @@ def prepare_model_dir(model_dir: str):
     raise PermissionError(f"model_dir {model_dir} is not writable.")
 
 
-def write_operative_config(model_dir: str):
-  path = os.path.join(model_dir, "operative_config.gin")
-  with open(path + ".tmp", "w") as f:
-    f.write(gin.operative_config_str())
-  os.replace(path + ".tmp", path)
-
-
 def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
   """Parses gin, checks model_dir, builds the trainer (data paths, model,
-  optimizers): every configuration error surfaces here, before any work."""
+  optimizers): every configuration error surfaces here, before any work.
+  A model_dir this call created is removed again if the build fails."""
   parse_gin(gin_files, gin_params)
+  existed = bool(model_dir) and os.path.isdir(model_dir)
   prepare_model_dir(model_dir)
-  return trainer_lib.Trainer(model_dir)
+  try:
+    return trainer_lib.Trainer(model_dir)
+  except BaseException:
+    if not existed:
+      shutil.rmtree(model_dir, ignore_errors=True)
+    raise
 
 
-def configure(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
-  """build_trainer, then records the operative config in model_dir (every
-  configurable has been called by then, so it is complete before training,
-  and eval.py can read it even if the run is killed)."""
-  trainer = build_trainer(gin_files, gin_params, model_dir)
-  write_operative_config(model_dir)
-  return trainer
+# train.py builds the trainer the same way; Trainer.run() then checks the
+# model_dir (lock, recorded settings, checkpoints) and only then records
+# the operative config, so a refused launch leaves the old one untouched.
+configure = build_trainer
 
 
 def final_table(summary: Dict, model_dir: str) -> str:
@@ -57,10 +55,13 @@ def final_table(summary: Dict, model_dir: str) -> str:
   lines = ["", f"Next-day metrics (day {summary['eval_day']}) after step "
            f"{summary['final_step']}:", "",
            "| task | metric | value |", "|---|---|---:|"]
+  nonfinite = summary.get("nonfinite") or {}
   for key, value in metrics.items():
     task, metric = key.rsplit("/", 1)
     if metric in ("auc", "rmse"):
-      lines.append(f"| {task} | {metric.upper()} | {value:.4f} |")
+      shown = (f"{value:.4f}" if value is not None else
+               nonfinite.get(f"final_metrics/{key}", "n/a"))
+      lines.append(f"| {task} | {metric.upper()} | {shown} |")
   verdict = ("DIVERGED at step "
              f"{summary['diverged_at_step']} ({summary['divergence_reason']})"
              if summary["diverged"] else "did not diverge")

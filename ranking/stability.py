@@ -1,12 +1,18 @@
 """Divergence detection, in the graph and cheap (paper section 3).
 
 Per step, inside the training loop:
-  - non-finite loss: the step's gradients are zeroed (weights and optimizer
-    state stay finite, so no NaN ever reaches a checkpoint) and counted;
+  - a non-finite step: a non-finite loss or gradient (any gradient whose
+    sum of squares is not finite, so g^2 in the accumulator cannot overflow
+    either); the step's gradients are zeroed and it is counted;
   - micro-divergence: a finite loss above `factor` times its running
-    average (an exponential moving average of the losses before it).
+    average (an exponential moving average of the losses before it);
+  - explosion: a finite loss above `explosion_factor` times the run's first
+    loss (the untrained model's), for `explosion_patience_steps` steps in a
+    row (at a learning rate of 1e4 the loss reaches ~1e33 and stays finite).
 After each evaluation, in Python:
-  - full divergence: a non-finite loss; the held-out binary AUC falling to
+  - full divergence: a non-finite step; an explosion; non-finite weights or
+    optimizer state after an update (checked by the trainer, which then
+    restores its newest checkpoint); the held-out binary AUC falling to
     <= `auc_floor` after having reached >= `auc_ceiling`; or a collapsed
     model: AUC <= `auc_floor` with predictions that hardly depend on the
     input (standard deviation of the predicted probability on the held-out
@@ -35,10 +41,20 @@ class StabilityMonitor(tf.Module):
   def __init__(self, micro_factor: float = 2.0, ema_decay: float = 0.99,
                warmup_steps: int = 20, auc_floor: float = 0.55,
                auc_ceiling: float = 0.6, collapse_std: float = 0.01,
-               collapse_patience_steps: int = 100):
+               collapse_patience_steps: int = 100,
+               explosion_factor: float = 1e3,
+               explosion_patience_steps: int = 10):
     super().__init__(name="stability")
     if not micro_factor > 1:
       raise ValueError(f"micro_factor must be > 1, got {micro_factor}.")
+    if not explosion_factor > 1:
+      raise ValueError(f"explosion_factor must be > 1, got "
+                       f"{explosion_factor}.")
+    if explosion_patience_steps < 1:
+      raise ValueError("explosion_patience_steps must be >= 1, got "
+                       f"{explosion_patience_steps}.")
+    self.explosion_factor = explosion_factor
+    self.explosion_patience = explosion_patience_steps
     self.micro_factor = micro_factor
     self.ema_decay = ema_decay
     self.warmup_steps = warmup_steps
@@ -65,10 +81,31 @@ class StabilityMonitor(tf.Module):
                                      aggregation=agg)
     self.collapse_candidate_step = tf.Variable(
         -1, dtype=tf.int64, trainable=False, aggregation=agg)
+    self.first_loss = tf.Variable(0.0, trainable=False, aggregation=agg)
+    self.explosion_streak = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                        aggregation=agg)
+    self.explosion_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                      aggregation=agg)
+    self.nonfinite_state_step = tf.Variable(-1, dtype=tf.int64,
+                                            trainable=False, aggregation=agg)
 
-  def observe(self, loss: tf.Tensor, step: tf.Tensor):
-    """Updates the statistics with one step's (global) loss. In-graph."""
-    finite = tf.math.is_finite(loss)
+  def observe(self, loss: tf.Tensor, step: tf.Tensor,
+              finite: Optional[tf.Tensor] = None):
+    """Updates the statistics with one step's (global) loss; `finite`: the
+    step's loss and gradients were finite (default: the loss is). In-graph.
+    """
+    finite = tf.math.is_finite(loss) if finite is None else finite
+    loss = tf.where(finite, loss, 0.0)
+    self.first_loss.assign(tf.where(
+        finite & (self.finite_steps == 0), loss, self.first_loss))
+    exploding = finite & (self.first_loss > 0) & (
+        loss > self.explosion_factor * self.first_loss)
+    self.explosion_streak.assign(tf.where(
+        exploding, self.explosion_streak + 1, 0))
+    self.explosion_step.assign(tf.where(
+        (self.explosion_step < 0) &
+        (self.explosion_streak >= self.explosion_patience),
+        step - self.explosion_streak + 1, self.explosion_step))
     warm = self.finite_steps >= self.warmup_steps
     spike = finite & warm & (loss > self.micro_factor * self.loss_ema)
     self.micro_divergences.assign_add(tf.cast(spike, tf.int64))
@@ -106,20 +143,31 @@ class StabilityMonitor(tf.Module):
           self.collapse_step.assign(since)
     self.best_auc.assign(max(float(self.best_auc.numpy()), auc))
 
+  def mark_nonfinite_state(self, step: int):
+    """The weights or optimizer state went non-finite by `step`."""
+    if self.nonfinite_state_step.numpy() < 0:
+      self.nonfinite_state_step.assign(step)
+
   @property
   def diverged(self) -> bool:
-    return any(v.numpy() >= 0 for v in (self.first_nonfinite_step,
-                                         self.auc_collapse_step,
-                                         self.collapse_step))
+    return any(v.numpy() >= 0 for v, _ in self._findings())
+
+  def _findings(self):
+    return [(self.first_nonfinite_step, "non-finite loss or gradient"),
+            (self.explosion_step, f"loss exploded: above "
+             f"{self.explosion_factor:g} x the first loss for "
+             f"{self.explosion_patience} steps"),
+            (self.nonfinite_state_step, "non-finite weights or optimizer "
+             "state after an update"),
+            (self.auc_collapse_step, f"held-out AUC fell to <= "
+             f"{self.auc_floor} after >= {self.auc_ceiling}"),
+            (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor}"
+             f" and prediction std < {self.collapse_std}")]
 
   def verdict(self) -> Dict:
     """The run summary's stability fields."""
-    found = [(self.first_nonfinite_step, "non-finite loss"),
-             (self.auc_collapse_step, f"held-out AUC fell to <= "
-              f"{self.auc_floor} after >= {self.auc_ceiling}"),
-             (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor}"
-              f" and prediction std < {self.collapse_std}")]
-    found = [(int(v.numpy()), why) for v, why in found if v.numpy() >= 0]
+    found = [(int(v.numpy()), why) for v, why in self._findings()
+             if v.numpy() >= 0]
     steps = [s for s, _ in found]
     reasons = [why for _, why in found]
     return {
@@ -132,9 +180,29 @@ class StabilityMonitor(tf.Module):
     }
 
 
-def zero_if_nonfinite(loss, grads):
-  """The gradients, or zeros when the loss is not finite (a skipped step)."""
-  finite = tf.math.is_finite(loss)
+def step_is_finite(loss, grads) -> tf.Tensor:
+  """Whether a step may be applied: its loss is finite and so is every
+  gradient's sum of squares (so no entry is inf or NaN, and no g^2 fed to
+  an accumulator overflows). One pass over each gradient."""
+  checks = [tf.math.is_finite(loss)]
+  for g in grads:
+    if g is None:
+      continue
+    values = g.values if isinstance(g, tf.IndexedSlices) else g
+    checks.append(tf.math.is_finite(tf.nn.l2_loss(values)))
+  return tf.reduce_all(tf.stack(checks))
+
+
+def state_is_finite(variables) -> tf.Tensor:
+  """Whether every floating variable (weights, optimizer slots) is finite."""
+  checks = [tf.reduce_all(tf.math.is_finite(v)) for v in variables
+            if v.dtype.is_floating]
+  return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
+def zero_if_nonfinite(finite, grads):
+  """The gradients, or zeros when the step is not finite (a skipped step);
+  `finite` from step_is_finite."""
 
   def guard(g):
     if g is None:

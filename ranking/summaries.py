@@ -1,16 +1,20 @@
 """Scalars to TensorBoard and, the same ones, to metrics.jsonl."""
 
-import json
-import math
 import os
 from typing import Mapping
 
 import tensorflow as tf
 
+from ranking.integrity import dumps_strict
+
 
 class ScalarWriter:
   """Writes {name: value} at a step to TensorBoard (train/ or eval/) and as
-  one JSON line {"step", "split", name: value, ...} to metrics.jsonl."""
+  one JSON line {"step", "split", name: value, ...} to metrics.jsonl.
+
+  metrics.jsonl is strict JSON: a non-finite value is null there, and its
+  name and value ("nan", "inf", "-inf") are under the record's "nonfinite".
+  """
 
   def __init__(self, model_dir: str):
     self.model_dir = model_dir
@@ -26,10 +30,9 @@ class ScalarWriter:
       for name, value in clean.items():
         tf.summary.scalar(name, value)
     record = {"step": int(step), "split": split}
-    record.update({k: (v if math.isfinite(v) else str(v))
-                   for k, v in clean.items()})
+    record.update(clean)
     with open(self._jsonl, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      f.write(dumps_strict(record) + "\n")
 
   def flush(self):
     for writer in self._writers.values():

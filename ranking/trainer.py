@@ -4,15 +4,21 @@ Days are trained in time order with moving-window batches; the held-out day
 is evaluated every `eval_every_steps` steps and at the end of every training
 day. Steps run `steps_per_loop` at a time inside one tf.function, so TPUs are
 not starved by the host. Checkpoints every `checkpoint_every_steps`; a run
-restarted in the same model_dir resumes from the latest one at the same data
-position (the stream is a function of the step). Everything a person needs
-to see instability coming is written to TensorBoard and metrics.jsonl; the
-run's verdict goes to summary.json.
+restarted in the same model_dir resumes from the newest intact one at the
+same data position (the stream is a function of the step), after checking
+that it trains with the settings the run started with (ranking/integrity).
+Everything a person needs to see instability coming is written to
+TensorBoard and metrics.jsonl; the run's verdict goes to summary.json, which
+exists only once the run has ended (a new or resumed run removes the old
+one first). SIGTERM (a preempted VM) checkpoints the current step and
+raises Preempted; rerunning resumes there.
 """
 
-import json
+import contextlib
+import math
 import os
 import signal
+import threading
 import time
 from typing import Callable, Dict, Optional
 
@@ -23,11 +29,22 @@ import tensorflow as tf
 from data.source import Source
 from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
+from ranking import integrity
 from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline, primary
 from ranking.model import build_model
-from ranking.stability import StabilityMonitor, zero_if_nonfinite
+from ranking.stability import (StabilityMonitor, state_is_finite,
+                               step_is_finite, zero_if_nonfinite)
 from ranking.summaries import ScalarWriter
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after checkpointing the current step."""
+
+  def __init__(self, step: int, checkpoint: str):
+    super().__init__(f"preempted (SIGTERM) at step {step}: saved {checkpoint}"
+                     "; rerun the same command to resume from it")
+    self.step, self.checkpoint = step, checkpoint
 
 
 @gin.configurable
@@ -48,6 +65,7 @@ class Trainer:
                crash_at_step: Optional[int] = None,
                strategy: Optional[tf.distribute.Strategy] = None,
                seed: int = 0,
+               allow_config_change: bool = False,
                log: Callable[[str], None] = print):
     """Builds data, model, optimizers and checkpointing.
 
@@ -67,6 +85,9 @@ class Trainer:
         after this step.
       strategy: a tf.distribute strategy (default: make_strategy()).
       seed: of the model's initial weights (the data has its own seeds).
+      allow_config_change: resume a model_dir whose recorded operative
+        config differs in a binding that changes the training (the
+        differences are logged); by default that is refused.
       log: where progress lines go.
     """
     for name, value in (("steps_per_loop", steps_per_loop),
@@ -75,6 +96,15 @@ class Trainer:
                         ("summary_every_steps", summary_every_steps)):
       if value < 1:
         raise ValueError(f"Trainer.{name} must be >= 1, got {value}.")
+    if max_steps is not None and max_steps < 1:
+      raise ValueError("Trainer.max_steps must be >= 1 (or None: the whole "
+                       f"schedule), got {max_steps}.")
+    if isinstance(embedding_learning_rate, (int, float)) and not (
+        embedding_learning_rate > 0):
+      raise ValueError("Trainer.embedding_learning_rate must be > 0, got "
+                       f"{embedding_learning_rate}.")
+    self.allow_config_change = allow_config_change
+    self._stop_signal = None
     self.model_dir = model_dir
     self.steps_per_loop = steps_per_loop
     self.eval_every = eval_every_steps
@@ -107,16 +137,15 @@ class Trainer:
       self._loss_sums = {name: tf.Variable(
           0.0, trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                         for name in ("total",) + tuple(
+                         for name in ("total", "finite_steps") + tuple(
                              t.name for t in self.model.tasks)}
     self.evaluator = Evaluator(self.model, self.strategy)
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, dense_optimizer=self.dense_optimizer,
         embedding_optimizer=self.embedding_optimizer,
         stability=self.monitor, step=self.global_step)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(model_dir, "checkpoints"),
-        max_to_keep=3)
+    self.checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    self.manager = None  # made in run(), after the checkpoints are checked
     self._train_loop = self._make_train_loop()
 
   # -- the compiled loop ------------------------------------------------
@@ -135,34 +164,88 @@ class Trainer:
             losses[t.name], global_batch_size=batch_size) for t in tasks}
         total = tf.add_n([t.weight * per_task[t.name] for t in tasks])
       variables = model.embedding_variables + model.dense_variables
-      grads = zero_if_nonfinite(total, tape.gradient(total, variables))
+      grads = tape.gradient(total, variables)
+      finite = step_is_finite(total, grads)
+      grads = zero_if_nonfinite(finite, grads)
       self.embedding_optimizer.apply_gradients(
           zip(grads[:n_emb], variables[:n_emb]))
       self.dense_optimizer.apply_gradients(
           zip(grads[n_emb:], variables[n_emb:]))
-      return total, per_task
+      return total, per_task, tf.cast(~finite, tf.float32)
+
+    state = self._state_variables()
 
     @tf.function
     def train_loop(iterator, steps):
       for _ in tf.range(steps):
-        total, per_task = strategy.run(replica_step, args=(next(iterator),))
+        total, per_task, bad = strategy.run(replica_step,
+                                            args=(next(iterator),))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
+        finite = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, None) == 0
         self.global_step.assign_add(1)
-        self.monitor.observe(total, self.global_step)
-        finite = tf.math.is_finite(total)
+        self.monitor.observe(total, self.global_step, finite)
         self._loss_sums["total"].assign_add(tf.where(finite, total, 0.0))
+        self._loss_sums["finite_steps"].assign_add(tf.cast(finite,
+                                                           tf.float32))
         for name, value in per_task.items():
           value = strategy.reduce(tf.distribute.ReduceOp.SUM, value, None)
           self._loss_sums[name].assign_add(tf.where(finite, value, 0.0))
+      # The update's result: weights and optimizer slots, once per call.
+      return state_is_finite(state)
 
     return train_loop
+
+  def _state_variables(self):
+    """Weights and both optimizers' variables (slots, diagnostics)."""
+    return (list(self.model.variables) +
+            list(self.dense_optimizer.variables) +
+            list(self.embedding_optimizer.variables))
 
   # -- the run ------------------------------------------------------------
 
   def run(self) -> Dict:
     """Trains to the end of the schedule (or divergence); returns the
-    summary also written to summary.json."""
-    restored = self.manager.restore_or_initialize()
+    summary also written to summary.json.
+
+    Raises:
+      RuntimeError: another run holds model_dir's lock.
+      ValueError: model_dir holds a run with other settings, or
+        checkpoints none of which can be restored.
+      Preempted: SIGTERM arrived; the current step was checkpointed.
+    """
+    lock = integrity.RunLock(self.model_dir, self.log).acquire()
+    try:
+      with self._stop_on_sigterm():
+        return self._run()
+    finally:
+      lock.release()
+
+  def _start(self) -> Optional[str]:
+    """Checks the run directory and resumes; returns the checkpoint
+    restored. Nothing in model_dir changes before the checks pass."""
+    integrity.check_resume_config(self.model_dir, gin.operative_config_str(),
+                                  self.allow_config_change, self.log)
+    integrity.clean_temporaries(self.model_dir, self.log)
+    restored = integrity.restore_newest_intact(
+        self._restore, self.checkpoint_dir, self.log)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, self.checkpoint_dir, max_to_keep=3)
+    path = os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG)
+    with open(path + ".tmp", "w") as f:
+      f.write(gin.operative_config_str())
+    os.replace(path + ".tmp", path)
+    summary = os.path.join(self.model_dir, "summary.json")
+    if os.path.exists(summary):
+      os.remove(summary)  # stale until this run writes its own
+    return restored
+
+  def _restore(self, prefix: str):
+    self.checkpoint.restore(prefix)
+    if not bool(state_is_finite(self._state_variables())):
+      raise ValueError("it holds non-finite values")
+
+  def _run(self) -> Dict:
+    restored = self._start()
     start = int(self.global_step.numpy())
     if restored:
       self.log(f"resumed from {restored} at step {start}")
@@ -170,17 +253,32 @@ class Trainer:
         lambda ctx: self.window.train_dataset(start, ctx))
     iterator = iter(dataset)
     day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day))
-    step, last_eval, last_saved, results = start, None, None, None
+    step, last_eval, results = start, None, None
+    last_saved = start if restored else None
     train_seconds, interval_steps = 0.0, 0
-    while step < self.total_steps:
+    if self.stop_on_divergence and self.monitor.diverged:
+      self.log(f"not training on: the run diverged at step "
+               f"{self.monitor.verdict()['diverged_at_step']} "
+               f"({self.monitor.verdict()['divergence_reason']})")
+    while step < self.total_steps and not (
+        self.stop_on_divergence and self.monitor.diverged):
       n = self._steps_until_boundary(step, day_ends)
       loop_start = time.perf_counter()
-      self._train_loop(iterator, tf.constant(n, tf.int64))
+      state_finite = self._train_loop(iterator, tf.constant(n, tf.int64))
       train_seconds += time.perf_counter() - loop_start
       step += n
       interval_steps += n
       if self.crash_at_step is not None and step >= self.crash_at_step:
         os.kill(os.getpid(), signal.SIGKILL)
+      if not bool(state_finite):
+        step, last_saved = self._recover_finite_state(step)
+        interval_steps = 0
+        break
+      if self._stop_signal is not None:
+        self._write_train(step, interval_steps, train_seconds)
+        self._save(step)
+        self.writer.flush()
+        raise Preempted(step, self.manager.latest_checkpoint)
       if step % self.summary_every == 0 or step == self.total_steps:
         self._write_train(step, interval_steps, train_seconds)
         train_seconds, interval_steps = 0.0, 0
@@ -194,13 +292,48 @@ class Trainer:
       if self.stop_on_divergence and self.monitor.diverged:
         self.log(f"stopping at step {step}: the run has diverged "
                  f"({self.monitor.verdict()['divergence_reason']})")
-        break
+    if interval_steps:  # the last, partial summary interval
+      self._write_train(step, interval_steps, train_seconds)
     if last_eval != step:
       results = self._evaluate(step)
     if last_saved != step:
       self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
+
+  def _recover_finite_state(self, step):
+    """The update made weights or optimizer state non-finite by `step`:
+    back to the newest checkpoint (finite by construction), marked
+    diverged. Returns (the step now, the step saved)."""
+    self.log(f"non-finite weights or optimizer state after step {step}; "
+             "restoring the newest checkpoint")
+    restored = integrity.restore_newest_intact(
+        self._restore, self.checkpoint_dir, self.log)
+    self.monitor.mark_nonfinite_state(step)
+    if restored is None:
+      self.log("no checkpoint to restore: the run ends without a finite "
+               "state, and none is saved")
+      return step, step
+    now = int(self.global_step.numpy())
+    self.log(f"restored {restored} (step {now})")
+    return now, None
+
+  @contextlib.contextmanager
+  def _stop_on_sigterm(self):
+    """SIGTERM asks the loop to checkpoint and stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+      yield
+      return
+
+    def handler(signum, frame):  # pylint: disable=unused-argument
+      self.log("SIGTERM: checkpointing at the end of the current loop")
+      self._stop_signal = signum
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+      yield
+    finally:
+      signal.signal(signal.SIGTERM, previous)
 
   def _steps_until_boundary(self, step, day_ends):
     n = min(self.steps_per_loop, self.total_steps - step)
@@ -217,8 +350,13 @@ class Trainer:
     sums = {k: float(v.numpy()) for k, v in self._loss_sums.items()}
     for v in self._loss_sums.values():
       v.assign(0.0)
-    scalars = {"loss/total": sums["total"] / steps}
-    scalars.update({f"{t.name}/loss": sums[t.name] / steps
+    # Means over the interval's applied steps (skipped, non-finite steps
+    # are counted apart); NaN when every step was skipped.
+    finite = sums["finite_steps"]
+    scalars = {"loss/total": sums["total"] / finite if finite else math.nan,
+               "skipped_steps": steps - finite}
+    scalars.update({f"{t.name}/loss": (sums[t.name] / finite if finite
+                                       else math.nan)
                     for t in self.model.tasks})
     examples_per_s = steps * self.window.batch_size / max(elapsed, 1e-9)
     scalars["examples_per_second"] = examples_per_s
@@ -251,11 +389,9 @@ class Trainer:
     return results
 
   def _save(self, step):
-    finite = all(bool(tf.reduce_all(tf.math.is_finite(v)))
-                 for v in self.model.variables
-                 if v.dtype.is_floating)
-    if not finite:
-      self.log(f"not checkpointing step {step}: non-finite weights")
+    if not bool(state_is_finite(self._state_variables())):
+      self.log(f"not checkpointing step {step}: non-finite weights or "
+               "optimizer state")
       return
     self.manager.save(checkpoint_number=step)
 
@@ -267,8 +403,5 @@ class Trainer:
         "final_metrics": results,
         **self.monitor.verdict(),
     }
-    path = os.path.join(self.model_dir, "summary.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(summary, f, indent=1)
-    os.replace(path + ".tmp", path)
-    return summary
+    return integrity.write_json_atomically(
+        os.path.join(self.model_dir, "summary.json"), summary)

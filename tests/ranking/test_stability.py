@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ranking.stability import StabilityMonitor, zero_if_nonfinite
+from ranking.stability import (StabilityMonitor, step_is_finite,
+                                zero_if_nonfinite)
 
 
 def test_micro_divergence_nonfinite_and_ema():
@@ -20,7 +21,7 @@ def test_micro_divergence_nonfinite_and_ema():
   assert monitor.diverged
   verdict = monitor.verdict()
   assert verdict["diverged_at_step"] == 5
-  assert verdict["divergence_reason"] == "non-finite loss"
+  assert verdict["divergence_reason"] == "non-finite loss or gradient"
 
 
 def test_auc_collapse_after_learning():
@@ -70,10 +71,12 @@ def test_nonfinite_loss_zeroes_every_gradient():
   dense = tf.constant([1.0, 2.0])
   sparse = tf.IndexedSlices(tf.constant([[3.0]]), tf.constant([1]),
                             tf.constant([4, 1]))
-  kept = zero_if_nonfinite(tf.constant(0.3), [dense, sparse, None])
+  grads = [dense, sparse, None]
+  kept = zero_if_nonfinite(step_is_finite(tf.constant(0.3), grads), grads)
   np.testing.assert_array_equal(kept[0], [1.0, 2.0])
   np.testing.assert_array_equal(kept[1].values, [[3.0]])
   assert kept[2] is None
-  zeroed = zero_if_nonfinite(tf.constant(float("inf")), [dense, sparse])
+  zeroed = zero_if_nonfinite(
+      step_is_finite(tf.constant(float("inf")), grads), grads)
   np.testing.assert_array_equal(zeroed[0], [0.0, 0.0])
   np.testing.assert_array_equal(zeroed[1].values, [[0.0]])

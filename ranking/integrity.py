@@ -1,0 +1,353 @@
+"""Run integrity: a run's files tell the truth (../shared/DESIGN.md section 8).
+
+  - RunLock: one training process per model_dir (an flock, so a lock left by
+    a dead process is free and is taken over, saying whose it was);
+  - config_differences / check_resume_config: a run resumed in a model_dir
+    trains with the settings it was started with; bindings that do not
+    change what is trained (RESUME_MAY_DIFFER) may differ;
+  - restore_newest_intact: resume from the newest checkpoint that restores
+    whole, falling back past corrupt ones (moved aside into corrupt/) and
+    refusing to start from step 0 over checkpoints that exist;
+  - strict_json: summary.json and metrics.jsonl hold no bare NaN/Infinity
+    (null, and the value's name under "nonfinite").
+"""
+
+import datetime
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import socket
+from typing import Callable, Dict, List, Optional, Tuple
+
+from gin import config_parser
+
+from ranking.gin_files import Reference, gin_statements
+
+LOCK_FILE = ".train.lock"
+OPERATIVE_CONFIG = "operative_config.gin"
+
+# Bindings that change how a run is watched or scheduled on the host, not
+# what it trains: a resumed run may change them. Everything else (model,
+# optimizer, learning rate, batch, data, protocol, divergence rules) must
+# match the run's recorded operative config.
+RESUME_MAY_DIFFER = (
+    "Trainer.max_steps", "Trainer.eval_every_steps",
+    "Trainer.checkpoint_every_steps", "Trainer.summary_every_steps",
+    "Trainer.steps_per_loop", "Trainer.eval_batch_size",
+    "Trainer.crash_at_step", "Trainer.log", "Trainer.strategy",
+    "Trainer.allow_config_change", "make_strategy.*",
+    "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
+)
+
+
+# -- the lock -----------------------------------------------------------------
+
+
+class RunLock:
+  """An exclusive lock on model_dir/.train.lock, held while training.
+
+  flock locks die with their process, so a lock file left by a killed run
+  is not locked: it is taken over (and the log says whose it was). A live
+  holder makes acquire() raise, naming its pid and host.
+  """
+
+  def __init__(self, model_dir: str, log: Callable[[str], None] = print):
+    self.path = os.path.join(model_dir, LOCK_FILE)
+    self.log = log
+    self._file = None
+
+  def acquire(self):
+    handle = open(self.path, "a+")
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      holder = handle.read().strip() or "unknown process"
+      handle.close()
+      raise RuntimeError(
+          f"Another training run holds {self.path} ({holder}); two runs in "
+          "one model_dir would overwrite each other's checkpoints. Wait for "
+          "it to end, or use another --model_dir.") from None
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous:
+      self.log(f"taking over the stale lock {self.path} ({previous}: no "
+               "longer running)")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+    handle.flush()
+    self._file = handle
+    return self
+
+  def release(self):
+    if self._file is not None:
+      self._file.seek(0)
+      self._file.truncate()
+      self._file.close()  # closing releases the flock
+      self._file = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+# -- the configuration of a resumed run ------------------------------------
+
+
+def gin_bindings(text: str, where: str) -> Dict[str, object]:
+  """{'[scope/]Configurable.param': value} of a gin text, macros resolved
+  (a macro 'NAME' is kept too, under its own name)."""
+  bindings, macros = {}, {}
+  for statement in gin_statements(text, where):
+    if not isinstance(statement, config_parser.BindingStatement):
+      continue
+    name = "/".join(filter(None, [statement.scope, statement.selector]))
+    if statement.arg_name:
+      bindings[f"{name}.{statement.arg_name}"] = statement.value
+    else:
+      macros[name] = statement.value
+
+  def resolve(value, depth=0):
+    if isinstance(value, Reference) and value.text.startswith("%"):
+      name = value.text[1:]
+      if name in macros and depth < 20:
+        return resolve(macros[name], depth + 1)
+    if isinstance(value, (list, tuple)):
+      return type(value)(resolve(v, depth) for v in value)
+    if isinstance(value, dict):
+      return {k: resolve(v, depth) for k, v in value.items()}
+    return value
+
+  out = {k: resolve(v) for k, v in bindings.items()}
+  out.update(macros)
+  return out
+
+
+def _may_differ(key: str) -> bool:
+  plain = key.rsplit("/", 1)[-1]
+  return any(plain == allowed or (allowed.endswith(".*") and
+                                  plain.startswith(allowed[:-1]))
+             for allowed in RESUME_MAY_DIFFER)
+
+
+def config_differences(recorded: str, current: str,
+                       where: str = OPERATIVE_CONFIG) -> List[str]:
+  """Lines 'binding: recorded -> now' for every binding that differs and
+  changes the training (RESUME_MAY_DIFFER excepted), sorted."""
+  old = gin_bindings(recorded, where)
+  new = gin_bindings(current, "the current configuration")
+  missing = object()
+  lines = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, missing), new.get(key, missing)
+    if a == b or _may_differ(key):
+      continue
+    shown = ["(unset)" if v is missing else repr(v) for v in (a, b)]
+    lines.append(f"{key}: {shown[0]} -> {shown[1]}")
+  return lines
+
+
+def has_checkpoints(model_dir: str) -> bool:
+  return bool(checkpoint_candidates(os.path.join(model_dir, "checkpoints")))
+
+
+def check_resume_config(model_dir: str, current: str,
+                        allow_change: bool = False,
+                        log: Callable[[str], None] = print):
+  """Refuses to resume a run in `model_dir` with other settings.
+
+  Raises:
+    ValueError: the recorded operative config differs in a binding that
+      changes the training (listed), is unreadable, or is missing while
+      checkpoints exist; unless `allow_change` (then the differences are
+      logged).
+  """
+  path = os.path.join(model_dir, OPERATIVE_CONFIG)
+  hint = ("Use a new --model_dir, or bind Trainer.allow_config_change=True "
+          "to resume with the new settings anyway.")
+  if not os.path.exists(path):
+    if has_checkpoints(model_dir) and not allow_change:
+      raise ValueError(f"{model_dir} has checkpoints but no {OPERATIVE_CONFIG}"
+                       ": its settings cannot be checked. " + hint)
+    return
+  try:
+    with open(path) as f:
+      recorded = f.read()
+    differences = config_differences(recorded, current, path)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    if allow_change:
+      log(f"cannot read {path} ({e}); resuming anyway")
+      return
+    raise ValueError(f"Cannot read the recorded config {path}: {e}. "
+                     + hint) from e
+  if not differences:
+    return
+  listing = "\n  ".join(differences)
+  if allow_change:
+    log(f"resuming {model_dir} with changed settings (allowed):\n  {listing}")
+    return
+  raise ValueError(f"{model_dir} was started with other settings; refusing "
+                   f"to resume it. Differing bindings (recorded -> now):\n  "
+                   f"{listing}\n{hint}")
+
+
+# -- checkpoints ---------------------------------------------------------------
+
+_CKPT = re.compile(r"^(ckpt-(\d+))\.(index|data-\d+-of-\d+)$")
+
+
+def checkpoint_candidates(directory: str) -> List[Tuple[int, str]]:
+  """[(step, prefix)] of every checkpoint with any file in `directory`,
+  newest first; the state file is not trusted."""
+  if not os.path.isdir(directory):
+    return []
+  found = {}
+  for name in os.listdir(directory):
+    match = _CKPT.match(name)
+    if match:
+      found[int(match.group(2))] = os.path.join(directory, match.group(1))
+  return sorted(found.items(), reverse=True)
+
+
+def checkpoint_files(prefix: str) -> List[str]:
+  directory, base = os.path.split(prefix)
+  if not os.path.isdir(directory or "."):
+    return []
+  return sorted(os.path.join(directory, n) for n in os.listdir(directory)
+                if n.startswith(base + ".") and _CKPT.match(n))
+
+
+def clean_temporaries(model_dir: str, log: Callable[[str], None] = print):
+  """Removes what a killed save leaves: checkpoints/*_temp* and *.tmp."""
+  for directory in (model_dir, os.path.join(model_dir, "checkpoints")):
+    if not os.path.isdir(directory):
+      continue
+    for name in sorted(os.listdir(directory)):
+      path = os.path.join(directory, name)
+      if "_temp" in name and directory.endswith("checkpoints") or (
+          name.endswith(".tmp")):
+        log(f"removing {path}, left by an interrupted write")
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+
+
+def restore_newest_intact(restore: Callable[[str], None], directory: str,
+                          log: Callable[[str], None] = print,
+                          repair: bool = True) -> Optional[str]:
+  """Restores the newest checkpoint in `directory` that reads back whole.
+
+  Args:
+    restore: restores one checkpoint prefix; raises if it is unreadable
+      (truncated data, missing index, bad checksum, non-finite values).
+    directory: the checkpoints directory.
+    log: where fallbacks are reported.
+    repair: move corrupt checkpoints newer than the one restored into
+      `directory`/corrupt/ and rewrite the state file (the trainer); False
+      leaves every file as it is (eval.py, beside a running trainer).
+
+  Returns:
+    The prefix restored, or None when there is no checkpoint at all.
+
+  Raises:
+    ValueError: checkpoints exist but none restores; names their files.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  candidates = checkpoint_candidates(directory)
+  if not candidates:
+    return None
+  state = tf.train.get_checkpoint_state(directory)
+  recorded = os.path.basename(state.model_checkpoint_path) if (
+      state and state.model_checkpoint_path) else None
+  if os.path.exists(os.path.join(directory, "checkpoint")) and not recorded:
+    log(f"{os.path.join(directory, 'checkpoint')} is unreadable; choosing "
+        "among the checkpoint files themselves")
+  failures = []
+  for step, prefix in candidates:
+    try:
+      restore(prefix)
+    except Exception as e:  # pylint: disable=broad-except
+      files = checkpoint_files(prefix)
+      failures.append((prefix, files, f"{type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200]}"))
+      log(f"checkpoint {prefix} is unreadable ({failures[-1][2]}); "
+          "trying an older one")
+      continue
+    if failures:
+      log(f"resuming from {prefix} (step {step}), the newest intact "
+          f"checkpoint; {len(failures)} newer one(s) are corrupt")
+    if repair and (failures or recorded != os.path.basename(prefix)):
+      _set_aside(directory, failures, log)
+      kept = [p for s, p in candidates if s <= step and os.path.exists(
+          p + ".index")]
+      tf.compat.v1.train.update_checkpoint_state(
+          directory, os.path.basename(prefix),
+          all_model_checkpoint_paths=[os.path.basename(p)
+                                      for p in reversed(kept)])
+    return prefix
+  listing = "\n  ".join(f"{p} ({', '.join(files) or 'no files'}): {why}"
+                        for p, files, why in failures)
+  raise ValueError(f"No checkpoint in {directory} can be restored, so the run "
+                   f"cannot resume (and will not restart from step 0 over "
+                   f"them):\n  {listing}\nMove them away to start afresh.")
+
+
+def _set_aside(directory, failures, log):
+  if not failures:
+    return
+  target = os.path.join(directory, "corrupt")
+  os.makedirs(target, exist_ok=True)
+  for _, files, _ in failures:
+    for path in files:
+      os.replace(path, os.path.join(target, os.path.basename(path)))
+  log(f"moved {sum(len(f) for _, f, _ in failures)} file(s) of corrupt "
+      f"checkpoints to {target}")
+
+
+# -- strict JSON -----------------------------------------------------------------
+
+
+def strict_json(value, path: str = "") -> Tuple[object, Dict[str, str]]:
+  """(value with every non-finite float replaced by None, {path: 'nan' |
+  'inf' | '-inf'} of what was replaced), for json.dumps(allow_nan=False)."""
+  reasons: Dict[str, str] = {}
+
+  def clean(v, where):
+    if isinstance(v, float) and not math.isfinite(v):
+      reasons[where] = str(v)
+      return None
+    if isinstance(v, dict):
+      return {k: clean(x, f"{where}/{k}" if where else str(k))
+              for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+      return [clean(x, f"{where}/{i}") for i, x in enumerate(v)]
+    return v
+
+  return clean(value, path), reasons
+
+
+def dumps_strict(record: Dict, **kwargs) -> str:
+  """json.dumps of a record, non-finite floats as null with their names
+  under "nonfinite"."""
+  clean, reasons = strict_json(record)
+  if reasons:
+    clean["nonfinite"] = reasons
+  return json.dumps(clean, allow_nan=False, **kwargs)
+
+
+def write_json_atomically(path: str, record: Dict) -> Dict:
+  """Writes the record as strict JSON (via a .tmp file, so a reader sees
+  the old file or the new one); returns what was written."""
+  text = dumps_strict(record, indent=1)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+  return json.loads(text)
