@@ -6,6 +6,7 @@ the later record of a step wins.
 """
 
 import gzip
+import math
 import json
 import os
 from typing import Dict, List, Tuple
@@ -36,9 +37,11 @@ def read_metrics(run_directory: str) -> Dict[str, Dict[int, Dict]]:
 
 
 def series(records: Dict[int, Dict], key: str) -> List[Tuple[int, float]]:
-  """[(step, value)] of one scalar, by step; non-finite values as float."""
-  return [(step, float(records[step][key])) for step in sorted(records)
-          if key in records[step]]
+  """[(step, value)] of one scalar, by step; non-finite values (null in
+  strict metrics.jsonl, strings in older runs) as NaN."""
+  return [(step, math.nan if records[step][key] is None
+           else float(records[step][key]))
+          for step in sorted(records) if key in records[step]]
 
 
 def layers(records: Dict[int, Dict], kernels_only: bool = True) -> List[str]:

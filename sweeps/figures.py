@@ -150,8 +150,11 @@ def fig4b(sweep, cells, summaries, runs_directory, path) -> Optional[str]:
   steps = sorted(train)
 
   def column(key):  # [layer, step]; missing or non-finite as NaN
-    return np.array([[float(train[s].get(f"diagnostics/{layer}/{key}", "nan"))
-                      for s in steps] for layer in layer_names])
+    def value(s, layer):
+      v = train[s].get(f"diagnostics/{layer}/{key}")
+      return np.nan if v is None else float(v)
+    return np.array([[value(s, layer) for s in steps]
+                     for layer in layer_names])
 
   with np.errstate(divide="ignore", invalid="ignore"):
     factors = {

@@ -21,6 +21,7 @@ kill finds the same runs under the same names.
 """
 
 import dataclasses
+import math
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -214,13 +215,15 @@ Result = Tuple[float, bool]
 
 def result_of(sweep: Sweep, summary: Mapping, name: str = "a run") -> Result:
   """(primary AUC, diverged) of a finished run's summary.json; a
-  non-finite AUC (stored as the string 'nan') is NaN."""
+  non-finite AUC (null in strict JSON, the string 'nan' in older runs) is
+  NaN."""
   metrics = summary.get("final_metrics") or {}
   if sweep.primary_auc not in metrics:
     raise KeyError(f"{name}: Sweep.primary_auc {sweep.primary_auc!r} is not "
                    f"among the run's final metrics {sorted(metrics)}.")
+  value = metrics[sweep.primary_auc]
   try:
-    auc = float(metrics[sweep.primary_auc])
+    auc = math.nan if value is None else float(value)
   except (TypeError, ValueError) as e:
     raise ValueError(f"{name}: {sweep.primary_auc} is "
                      f"{metrics[sweep.primary_auc]!r}, not a number.") from e

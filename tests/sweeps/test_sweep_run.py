@@ -69,10 +69,16 @@ def sweep(tmp_path_factory):
     time.sleep(0.2)
   assert not alive, "the killed sweep left its training running"
   assert not os.path.exists(os.path.join(runs, RUNS[1], "summary.json"))
+  # Its training got SIGTERM (PDEATHSIG) and checkpointed where it was.
+  stopped_at = max(int(name[len("ckpt-"):-len(".index")]) for name in
+                   os.listdir(os.path.join(runs, RUNS[1], "checkpoints"))
+                   if name.startswith("ckpt-") and name.endswith(".index"))
+  assert 20 <= stopped_at < 40
   rerun = subprocess.run(sweep_command(tmp, 2), cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-  return {"runs": runs, "results": results, "out": rerun.stdout}
+  return {"runs": runs, "results": results, "out": rerun.stdout,
+          "stopped_at": stopped_at}
 
 
 def test_rerun_finishes_only_the_missing_runs(sweep):
@@ -86,7 +92,8 @@ def test_rerun_finishes_only_the_missing_runs(sweep):
     assert f.read().count("Next-day metrics") == 1  # trained once
   with open(os.path.join(sweep["runs"], RUNS[1], "train.log")) as f:
     log = f.read()
-  assert "resumed from" in log and "at step 20" in log
+  assert f"preempted (SIGTERM) at step {sweep['stopped_at']}" in log
+  assert "resumed from" in log and f"at step {sweep['stopped_at']}" in log
 
 
 def read_csv(path):
