@@ -3,8 +3,9 @@
   file_source.paths = ['/logs/2024-*.parquet']
   file_source.timestamp_column = 'ts'           # unix time, or a date
   file_source.timestamp_unit = 'ms'             # None: from the magnitude
-  file_source.timestamp_format = None           # e.g. '%d/%m/%Y %H:%M'
-  file_source.time_zone = 'Asia/Shanghai'       # days are local dates
+  file_source.timestamp_format = None           # None: ISO 8601 only
+  file_source.time_zone = 'Asia/Shanghai'       # days are local dates; and
+                                                # naive date strings local
   file_source.categorical = {'user_id': 1000000, 'item_id': 500000}
   file_source.multivalued = {'genres': (32, 6)} # vocab, max ids; '|'-joined
   file_source.dense = {'age': 'none', 'views': 'log1p'}
@@ -47,8 +48,15 @@ def read_table(path: str, sep: str = ",") -> pd.DataFrame:
       frame = pd.read_parquet(path)
     else:
       frame = pd.read_csv(path, sep=sep)
+      header = pd.read_csv(path, sep=sep, header=None, nrows=1,
+                           dtype=str).iloc[0].tolist() if len(frame) else []
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"Cannot read {path}: {e}") from e
+  if not path.endswith((".parquet", ".pq")):
+    repeated = sorted({c for c in header if header.count(c) > 1}, key=str)
+    if repeated:
+      raise ValueError(f"{path} line 1: the header names column(s) "
+                       f"{repeated} more than once.")
   if frame.empty:
     raise ValueError(f"{path}: no rows.")
   return frame
@@ -71,8 +79,11 @@ def row_labels(path: str, num_rows: int) -> Tuple[str, np.ndarray]:
 # takes a value to be in each (unix time since 1973 in s, ms, us, ns).
 TIMESTAMP_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _AUTO_UNIT_BELOW = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", math.inf))
-# d/m/Y or m/d/Y (any of / . - between): which is meant cannot be told.
-_DAY_MONTH = re.compile(r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)")
+# Three numbers with / . or - between that do not start with a 4-digit
+# year (d/m/Y or m/d/Y, d.m.y, ...): which is meant cannot be told.
+_DAY_MONTH = re.compile(r"(?<!\d)\d{1,2}[/.\-]\d{1,2}[/.\-]\d{1,4}(?!\d)")
+# An ISO 8601 UTC offset or Z after the time.
+_OFFSET = re.compile(r"(?:[+\-]\d{2}:?\d{2}|Z)$")
 _NS_RANGE = (pd.Timestamp.min.value, pd.Timestamp.max.value)
 
 
@@ -93,15 +104,16 @@ def _auto_unit(numbers: np.ndarray, origin: Callable[[int], str]) -> str:
 
 def parse_timestamps(timestamps: pd.Series, where: str,
                      unit: Optional[str] = None, fmt: Optional[str] = None,
-                     origin: Optional[Callable[[int], str]] = None
-                     ) -> np.ndarray:
+                     origin: Optional[Callable[[int], str]] = None,
+                     time_zone: str = "UTC") -> np.ndarray:
   """Unix nanoseconds of a timestamp column.
 
   Numbers are unix time in `unit`, or (unit None) in the one unit their
   magnitude shows: s, ms, us or ns (a column mixing them is refused).
-  Strings are parsed with the strftime `fmt`, or without one when they are
-  unambiguous (ISO 8601 and the like; d/m/Y vs m/d/Y forms are refused).
-  Naive times are UTC.
+  Strings are parsed with the strftime `fmt`, or without one only when they
+  are ISO 8601 (d/m/Y vs m/d/Y forms are refused as ambiguous). Strings
+  without a UTC offset are local times in `time_zone` (a DST gap or overlap
+  is refused); unix numbers are UTC.
 
   Raises:
     ValueError: mixed units, mixed numbers and strings, an ambiguous or
@@ -114,8 +126,12 @@ def parse_timestamps(timestamps: pd.Series, where: str,
                      f"{sorted(TIMESTAMP_UNITS)} or None, got {unit!r}.")
   raw = timestamps.to_numpy(object)
   if fmt is not None:
-    parsed = pd.to_datetime(timestamps.astype(str), format=fmt, utc=True,
+    parsed = pd.to_datetime(timestamps.astype(str), format=fmt,
                             errors="coerce")
+    if parsed.dt.tz is None:
+      parsed = parsed.dt.tz_localize(time_zone, ambiguous="NaT",
+                                     nonexistent="NaT")
+    parsed = parsed.dt.tz_convert("UTC")
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
       raise ValueError(f"{origin(int(bad[0]))}: timestamp {raw[bad[0]]!r} "
@@ -141,19 +157,39 @@ def parse_timestamps(timestamps: pd.Series, where: str,
                      f"({origin(row_n)}: {raw[row_n]!r}; {origin(row_s)}: "
                      f"{raw[row_s]!r}); make the column one kind, or set "
                      "file_source.timestamp_format.")
-  texts = timestamps.astype(str)
-  ambiguous = np.flatnonzero(texts.str.match(_DAY_MONTH).to_numpy())
+  texts = timestamps.astype(str).str.strip()
+  ambiguous = np.flatnonzero(texts.str.contains(_DAY_MONTH).to_numpy())
   if len(ambiguous):
     row = int(ambiguous[0])
     raise ValueError(f"{origin(row)}: date {raw[row]!r} is ambiguous (day/"
                      "month or month/day?); set file_source.timestamp_format,"
                      " e.g. '%d/%m/%Y %H:%M:%S'.")
-  parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="mixed")
+  parsed = _iso_8601(texts, time_zone)
   bad = np.flatnonzero(parsed.isna().to_numpy())
   if len(bad):
-    raise ValueError(f"{origin(int(bad[0]))}: unparsable timestamp "
-                     f"{raw[bad[0]]!r} (or outside 1677-2262).")
+    raise ValueError(f"{origin(int(bad[0]))}: timestamp {raw[bad[0]]!r} is "
+                     "not an ISO 8601 date such as '2024-03-01 10:00:00' (or "
+                     "is outside 1677-2262, or is a local time that a DST "
+                     "change skips or repeats); set "
+                     "file_source.timestamp_format for other forms, e.g. "
+                     "'%d/%m/%Y %H:%M'.")
   return _nanos(parsed, raw, origin)
+
+
+def _iso_8601(texts: pd.Series, time_zone: str) -> pd.Series:
+  """UTC times of ISO 8601 strings: those with an offset keep it, naive
+  ones are local times in `time_zone`; NaT where a string is not ISO."""
+  has_offset = texts.str.contains(_OFFSET).to_numpy()
+  parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[us, UTC]")
+  if has_offset.any():
+    parsed[has_offset] = pd.to_datetime(texts[has_offset], format="ISO8601",
+                                        utc=True, errors="coerce")
+  if (~has_offset).any():
+    local = pd.to_datetime(texts[~has_offset], format="ISO8601",
+                           errors="coerce")
+    parsed[~has_offset] = local.dt.tz_localize(
+        time_zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+  return parsed
 
 
 def _nanos(parsed: pd.Series, raw: np.ndarray,
@@ -194,6 +230,8 @@ def _cell_values(cell, sep: str) -> list:
     return [v for v in cell.split(sep) if v]
   if cell is None or (np.isscalar(cell) and pd.isna(cell)):
     return []
+  if np.isscalar(cell):  # a single id, read as a number
+    return [str(cell)]
   return [str(v) for v in cell]
 
 
@@ -230,13 +268,19 @@ def _log_files(paths) -> list:
   if not patterns:
     raise ValueError("file_source.paths is empty: give log files or glob "
                      "patterns, e.g. ['/logs/*.parquet'].")
-  files = []
+  files, origin = [], {}
   for pattern in patterns:
     if not isinstance(pattern, str):
       raise ValueError(f"file_source.paths: {pattern!r} is not a path.")
     matched = sorted(glob.glob(pattern))
     if not matched:
       raise FileNotFoundError(f"No log file matches {pattern!r}.")
+    for path in matched:
+      if path in origin:
+        raise ValueError(f"file_source.paths: {path} is matched by both "
+                         f"{origin[path]!r} and {pattern!r}; each file must "
+                         "be read once.")
+      origin[path] = pattern
     files += matched
   return files
 
@@ -268,7 +312,8 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     timestamp_unit: "s", "ms", "us" or "ns" for numeric timestamps; None
       tells it from their magnitude (and refuses a column that mixes them).
     timestamp_format: strftime format of the timestamps (e.g.
-      '%d/%m/%Y %H:%M'); None parses unambiguous forms such as ISO 8601.
+      '%d/%m/%Y %H:%M'); None accepts ISO 8601 strings only. Strings
+      without a UTC offset are local times in `time_zone`.
     sep: CSV separator.
     multivalue_sep: separator inside a multi-valued CSV cell.
     name: the source's name in messages (default: the paths).
@@ -314,7 +359,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     return origin
 
   nanos = parse_timestamps(frame[timestamp_column], where, timestamp_unit,
-                           timestamp_format, origin_of(frame))
+                           timestamp_format, origin_of(frame), time_zone)
   order = np.argsort(nanos, kind="stable")
   frame = frame.iloc[order].reset_index(drop=True)
   _, _, days = local_calendar(nanos[order] // 10**9, time_zone)
@@ -337,7 +382,9 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
   cat_specs = []
   for column, vocab in categorical.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab)))
-    columns[column] = stable_hash(frame[column].to_numpy(), int(vocab))
+    # A missing value is a category of its own (the empty string).
+    values = frame[column].astype(object).where(frame[column].notna(), "")
+    columns[column] = stable_hash(values.astype(str).to_numpy(), int(vocab))
   for column, (vocab, max_len) in multivalued.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab),
                                                    int(max_len)))
@@ -358,6 +405,12 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     values = values_of(column, "value")
     columns[column], mean, std = standardize(_transform(values, transform),
                                              days)
+    overflow = ~np.isfinite(columns[column][:, 0])
+    if overflow.any():
+      row = int(np.flatnonzero(overflow)[0])
+      raise ValueError(f"{origin(row, column)}: value {values[row]:g} "
+                       f"overflows float32 once normalised (mean {mean:.3g}, "
+                       f"std {std:.3g} over the training days).")
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,
                                                std))
 

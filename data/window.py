@@ -59,10 +59,28 @@ class MovingWindow:
     self.window_days = int(window_days)
     self.seed = int(seed)
     name = source.name
+    for key, value in (("batch_size", batch_size),
+                       ("window_days", window_days), ("seed", seed),
+                       ("eval_day", eval_day),
+                       ("first_train_day", first_train_day)) + (
+                           (("steps_per_day", steps_per_day),)
+                           if steps_per_day is not None else ()):
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"MovingWindow.{key} must be a whole number, got "
+                         f"{value!r}.")
     if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+      raise ValueError(f"MovingWindow.batch_size must be >= 1, got "
+                       f"{batch_size}.")
     if self.window_days < 1:
-      raise ValueError(f"window_days must be >= 1, got {window_days}.")
+      raise ValueError(f"MovingWindow.window_days must be >= 1, got "
+                       f"{window_days}.")
+    if steps_per_day is not None and steps_per_day < 1:
+      raise ValueError("MovingWindow.steps_per_day must be >= 1 (or None: "
+                       f"from each day's volume), got {steps_per_day}.")
+    if not (isinstance(epochs_per_day, (int, float)) and
+            math.isfinite(epochs_per_day) and epochs_per_day > 0):
+      raise ValueError("MovingWindow.epochs_per_day must be a number > 0, "
+                       f"got {epochs_per_day!r}.")
     if source.num_days < 2:
       raise ValueError(f"{name}: the log spans a single day ({source.num_rows}"
                        " examples on day 0); the protocol trains on earlier "
