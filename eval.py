@@ -55,8 +55,11 @@ def run_config(model_dir: str, allow_imports: bool) -> str:
   path = os.path.join(model_dir, integrity.OPERATIVE_CONFIG)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No {path}; give the run's --gin_file(s).")
-  with open(path) as f:
-    text = f.read()
+  try:
+    with open(path) as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"Cannot read {path}: {e}") from e
   if not allow_imports:
     unsafe = [f"line {s.location.line_num}: "
               f"{s.location.line_content.strip()}"
@@ -76,7 +79,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not os.path.isdir(FLAGS.model_dir):
-    raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} does not exist.")
+    raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
+        "is not a directory." if os.path.exists(FLAGS.model_dir)
+        else "does not exist."))
   gin_files = FLAGS.gin_file or [run_config(FLAGS.model_dir,
                                             FLAGS.allow_gin_imports)]
   trainer = launch.build_trainer(gin_files, FLAGS.gin_param, FLAGS.model_dir)
@@ -86,7 +91,9 @@ def main(argv):
   weights = tf.train.Checkpoint(model=trainer.model, step=trainer.global_step)
 
   def restore(path):
-    weights.restore(path).expect_partial()
+    # Partial: the optimizers' slots are skipped; but every weight of the
+    # model must be there (a head the run never trained would be random).
+    weights.restore(path).expect_partial().assert_existing_objects_matched()
     if not bool(state_is_finite(trainer.model.variables)):
       raise ValueError("it holds non-finite weights")
 
@@ -110,7 +117,7 @@ def main(argv):
     except Exception as e:  # pylint: disable=broad-except
       message = (f"checkpoint {path} cannot be restored "
                  f"({', '.join(integrity.checkpoint_files(path)) or 'no files'}"
-                 f"): {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                 f"): {integrity.describe_error(e)}")
       if not FLAGS.watch:
         raise ValueError(message) from e
       log(f"skipping {message}")

@@ -1,6 +1,7 @@
 """Next-day evaluation: every task's AUC (binary) or RMSE (regression), and
 loss, over the held-out day (paper protocol, section 5.1.2)."""
 
+import math
 from typing import Dict
 
 import tensorflow as tf
@@ -21,11 +22,17 @@ class Evaluator:
       self.moments = {t.name: (tf.keras.metrics.Mean(f"{t.name}/p"),
                                tf.keras.metrics.Mean(f"{t.name}/p2"))
                       for t in model.tasks}
+      # Non-finite predictions: a metric over them (an AUC of NaN scores
+      # reads 0.0) is undefined, and reported as NaN.
+      self.nonfinite = {t.name: tf.keras.metrics.Sum(f"{t.name}/nonfinite")
+                        for t in model.tasks}
 
     def replica_step(batch):
       outputs = model(batch, training=False)
       for task in model.tasks:
         prediction = task.prediction(outputs[task.name])
+        self.nonfinite[task.name].update_state(tf.reduce_sum(tf.cast(
+            ~tf.math.is_finite(prediction), tf.float32)))
         self.metrics[task.name].update_state(batch[task.name], prediction)
         first, second = self.moments[task.name]
         first.update_state(prediction)
@@ -43,14 +50,16 @@ class Evaluator:
     """{"<task>/auc" or "<task>/rmse", "<task>/loss",
     "<task>/prediction_std": value}."""
     for metric in (list(self.metrics.values()) + list(self.losses.values())
+                   + list(self.nonfinite.values())
                    + [m for pair in self.moments.values() for m in pair]):
       metric.reset_state()
     for batch in self.strategy.experimental_distribute_dataset(dataset):
       self._step(batch)
     out = {}
     for task in self.model.tasks:
+      finite = float(self.nonfinite[task.name].result()) == 0
       out[f"{task.name}/{task.metric_name}"] = float(
-          self.metrics[task.name].result())
+          self.metrics[task.name].result()) if finite else math.nan
       out[f"{task.name}/loss"] = float(self.losses[task.name].result())
       first, second = (float(m.result()) for m in self.moments[task.name])
       out[f"{task.name}/prediction_std"] = max(second - first**2, 0.0)**0.5

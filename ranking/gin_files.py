@@ -6,6 +6,7 @@ loading TensorFlow; the configurables a file binds must be registered by
 the caller (ranking.launch registers every training one).
 """
 
+import math
 import os
 import typing
 from typing import List, Sequence
@@ -64,7 +65,11 @@ def _missing_includes(text: str, where: str, seen=()) -> List[str]:
     if not os.path.isfile(path):
       missing.append(f"{where} line {line}: include "
                      f"{statement.filename!r}")
-    elif path not in seen:
+    elif path in seen:
+      raise ValueError(f"{where} line {line}: include "
+                       f"{statement.filename!r} makes a cycle of includes "
+                       f"({' -> '.join(seen + (path,))}).")
+    else:
       with open(path) as f:
         missing += _missing_includes(f.read(), statement.filename,
                                      tuple(seen) + (path,))
@@ -98,10 +103,11 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]):
   check_number_bindings()
 
 
-def _wants_number(annotation) -> bool:
+def _number_kinds(annotation) -> set:
+  """{int, float} & the options of an annotation (Optional/Union too)."""
   options = typing.get_args(annotation) if typing.get_origin(
       annotation) is typing.Union else (annotation,)
-  return any(option in (int, float) for option in options)
+  return {option for option in options if option in (int, float)}
 
 
 def _bound_value(value):
@@ -120,9 +126,10 @@ def _bound_value(value):
 
 
 def check_number_bindings():
-  """Every binding of a parameter annotated int or float holds a number
-  (or None): a string such as Trainer.max_steps = '100' is refused here,
-  naming the binding, before any work.
+  """Every binding of a parameter annotated int or float holds a finite
+  number of that kind (or None): a string such as Trainer.max_steps = '100',
+  1.5 steps or a learning rate of 1e400 (inf) is refused here, naming the
+  binding, before any work.
 
   Raises:
     ValueError: the first such binding.
@@ -139,11 +146,18 @@ def check_number_bindings():
       continue  # an unannotated or foreign configurable: gin's own checks
     for name, raw in params.items():
       value = _bound_value(raw)
-      if not _wants_number(hints.get(name)) or value is None or isinstance(
+      kinds = _number_kinds(hints.get(name))
+      if not kinds or value is None or isinstance(
           value, gin_config.ConfigurableReference):
         continue
+      binding = "/".join(filter(None, [scope, configurable.name]))
+      via = f" (via {raw!r})" if raw is not value else ""
       if isinstance(value, bool) or not isinstance(value, (int, float)):
-        binding = "/".join(filter(None, [scope, configurable.name]))
-        via = f" (via {raw!r})" if raw is not value else ""
         raise ValueError(f"{binding}.{name} = {value!r}{via}: a number is "
                          f"needed, not a {type(value).__name__}.")
+      if kinds == {int} and not isinstance(value, int):
+        raise ValueError(f"{binding}.{name} = {value!r}{via}: a whole number "
+                         "is needed.")
+      if not math.isfinite(value):
+        raise ValueError(f"{binding}.{name} = {value!r}{via}: a finite "
+                         "number is needed.")

@@ -5,6 +5,9 @@
   - config_differences / check_resume_config: a run resumed in a model_dir
     trains with the settings it was started with; bindings that do not
     change what is trained (RESUME_MAY_DIFFER) may differ;
+  - data_fingerprint / check_resume_data: ... and on the same data (days,
+    their sizes, the schema with its feature statistics), which the same
+    bindings can still resolve to differently (a glob that finds a new file);
   - restore_newest_intact: resume from the newest checkpoint that restores
     whole, falling back past corrupt ones (moved aside into corrupt/) and
     refusing to start from step 0 over checkpoints that exist;
@@ -12,14 +15,17 @@
     (null, and the value's name under "nonfinite").
 """
 
+import dataclasses
 import datetime
 import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import socket
+import stat
 from typing import Callable, Dict, List, Optional, Tuple
 
 from gin import config_parser
@@ -28,6 +34,7 @@ from ranking.gin_files import Reference, gin_statements
 
 LOCK_FILE = ".train.lock"
 OPERATIVE_CONFIG = "operative_config.gin"
+DATA_FINGERPRINT = "data_fingerprint.json"
 
 # Bindings that change how a run is watched or scheduled on the host, not
 # what it trains: a resumed run may change them. Everything else (model,
@@ -60,7 +67,15 @@ class RunLock:
     self._file = None
 
   def acquire(self):
-    handle = open(self.path, "a+")
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+      raise RuntimeError(f"Cannot open the run lock {self.path}: {e} (it "
+                         "must be a regular file, not a link).") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      os.close(fd)
+      raise RuntimeError(f"The run lock {self.path} is not a regular file.")
+    handle = os.fdopen(fd, "r+")
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -172,30 +187,98 @@ def check_resume_config(model_dir: str, current: str,
   path = os.path.join(model_dir, OPERATIVE_CONFIG)
   hint = ("Use a new --model_dir, or bind Trainer.allow_config_change=True "
           "to resume with the new settings anyway.")
+  resuming = has_checkpoints(model_dir)
   if not os.path.exists(path):
-    if has_checkpoints(model_dir) and not allow_change:
+    if resuming and not allow_change:
       raise ValueError(f"{model_dir} has checkpoints but no {OPERATIVE_CONFIG}"
                        ": its settings cannot be checked. " + hint)
     return
   try:
     with open(path) as f:
       recorded = f.read()
+    if not gin_bindings(recorded, path):
+      raise ValueError("it holds no bindings")
     differences = config_differences(recorded, current, path)
   except (OSError, UnicodeDecodeError, ValueError) as e:
-    if allow_change:
-      log(f"cannot read {path} ({e}); resuming anyway")
+    if allow_change or not resuming:
+      log(f"cannot read {path} ({e}); "
+          + ("resuming anyway" if resuming else "no checkpoint: starting "
+             "afresh"))
       return
     raise ValueError(f"Cannot read the recorded config {path}: {e}. "
                      + hint) from e
   if not differences:
     return
   listing = "\n  ".join(differences)
+  if not resuming:
+    log(f"{model_dir} has no checkpoint, so nothing trained with its "
+        f"recorded settings is resumed: starting afresh with the new ones "
+        f"(recorded -> now):\n  {listing}")
+    return
   if allow_change:
     log(f"resuming {model_dir} with changed settings (allowed):\n  {listing}")
     return
   raise ValueError(f"{model_dir} was started with other settings; refusing "
                    f"to resume it. Differing bindings (recorded -> now):\n  "
                    f"{listing}\n{hint}")
+
+
+def data_fingerprint(window) -> Dict:
+  """What a resumed run must see again: the source, its days and their
+  sizes, the evaluation day, and a hash of the schema (features, vocabulary
+  sizes, labels, and the dense features' normalisation statistics, which
+  change with the rows)."""
+  schema = json.dumps(dataclasses.asdict(window.source.schema),
+                      sort_keys=True, default=str)
+  return {
+      "source": window.source.name,
+      "day_sizes": [window.source.day_size(d)
+                    for d in range(window.source.num_days)],
+      "eval_day": int(window.eval_day),
+      "schema_sha256": hashlib.sha256(schema.encode()).hexdigest(),
+  }
+
+
+def check_resume_data(model_dir: str, window, allow_change: bool = False,
+                      log: Callable[[str], None] = print):
+  """Refuses to resume on other data than the run started with.
+
+  Raises:
+    ValueError: model_dir has checkpoints and a recorded fingerprint that
+      differs (listed), unless `allow_change`.
+  """
+  path = os.path.join(model_dir, DATA_FINGERPRINT)
+  if not (has_checkpoints(model_dir) and os.path.exists(path)):
+    return
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+  except (OSError, ValueError) as e:
+    recorded = {"unreadable": str(e)}
+  current = data_fingerprint(window)
+  differences = []
+  for key in sorted(set(recorded) | set(current)):
+    a, b = recorded.get(key), current.get(key)
+    if a == b:
+      continue
+    if key == "day_sizes" and isinstance(a, list):
+      changed = [f"day {d}: {x} -> {y}" for d, (x, y) in enumerate(
+          zip(a + [None] * len(b), b + [None] * len(a))) if x != y]
+      differences.append("examples per day: " + ", ".join(changed[:8]) + (
+          f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""))
+    elif key == "schema_sha256":
+      differences.append("the schema or the dense features' statistics")
+    else:
+      differences.append(f"{key}: {a!r} -> {b!r}")
+  if not differences:
+    return
+  listing = "\n  ".join(differences)
+  if allow_change:
+    log(f"resuming {model_dir} on changed data (allowed):\n  {listing}")
+    return
+  raise ValueError(f"{model_dir} was started on other data ({path}); "
+                   f"refusing to resume it:\n  {listing}\nUse a new "
+                   "--model_dir, or bind Trainer.allow_config_change=True.")
 
 
 # -- checkpoints ---------------------------------------------------------------
@@ -231,8 +314,10 @@ def clean_temporaries(model_dir: str, log: Callable[[str], None] = print):
       continue
     for name in sorted(os.listdir(directory)):
       path = os.path.join(directory, name)
-      if "_temp" in name and directory.endswith("checkpoints") or (
-          name.endswith(".tmp")):
+      in_checkpoints = directory.endswith("checkpoints")
+      if (in_checkpoints and ("_temp" in name or
+                              name.startswith("checkpoint.tmp"))) or (
+                                  name.endswith(".tmp")):
         log(f"removing {path}, left by an interrupted write")
         if os.path.isdir(path):
           shutil.rmtree(path)
@@ -276,8 +361,7 @@ def restore_newest_intact(restore: Callable[[str], None], directory: str,
       restore(prefix)
     except Exception as e:  # pylint: disable=broad-except
       files = checkpoint_files(prefix)
-      failures.append((prefix, files, f"{type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200]}"))
+      failures.append((prefix, files, describe_error(e)))
       log(f"checkpoint {prefix} is unreadable ({failures[-1][2]}); "
           "trying an older one")
       continue
@@ -295,9 +379,18 @@ def restore_newest_intact(restore: Callable[[str], None], directory: str,
     return prefix
   listing = "\n  ".join(f"{p} ({', '.join(files) or 'no files'}): {why}"
                         for p, files, why in failures)
-  raise ValueError(f"No checkpoint in {directory} can be restored, so the run "
-                   f"cannot resume (and will not restart from step 0 over "
-                   f"them):\n  {listing}\nMove them away to start afresh.")
+  consequence = (" so the run cannot resume (and will not restart from step "
+                 "0 over them)" if repair else "")
+  raise ValueError(f"No checkpoint in {directory} can be restored,"
+                   f"{consequence}:\n  {listing}" + (
+                       "\nMove them away to start afresh." if repair else ""))
+
+
+def describe_error(error: Exception) -> str:
+  """'Type: first line' of an error, without TensorFlow's node prefix."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = re.sub(r"^\{\{[^}]*\}\}\s*", "", text)
+  return f"{type(error).__name__}: {text[:400]}"
 
 
 def _set_aside(directory, failures, log):

@@ -93,7 +93,8 @@ class Trainer:
     for name, value in (("steps_per_loop", steps_per_loop),
                         ("eval_every_steps", eval_every_steps),
                         ("checkpoint_every_steps", checkpoint_every_steps),
-                        ("summary_every_steps", summary_every_steps)):
+                        ("summary_every_steps", summary_every_steps),
+                        ("eval_batch_size", eval_batch_size)):
       if value < 1:
         raise ValueError(f"Trainer.{name} must be >= 1, got {value}.")
     if max_steps is not None and max_steps < 1:
@@ -223,24 +224,44 @@ class Trainer:
   def _start(self) -> Optional[str]:
     """Checks the run directory and resumes; returns the checkpoint
     restored. Nothing in model_dir changes before the checks pass."""
+    if os.path.exists(self.checkpoint_dir) and not os.path.isdir(
+        self.checkpoint_dir):
+      raise NotADirectoryError(f"{self.checkpoint_dir} is not a directory; "
+                               "the run keeps its checkpoints there.")
     integrity.check_resume_config(self.model_dir, gin.operative_config_str(),
                                   self.allow_config_change, self.log)
+    integrity.check_resume_data(self.model_dir, self.window,
+                                self.allow_config_change, self.log)
     integrity.clean_temporaries(self.model_dir, self.log)
+    # The learning rates are optimizer variables, saved in checkpoints: the
+    # configured ones win over the restored ones (they differ only when
+    # allow_config_change let a new rate through).
+    rates = [(o, o.learning_rate) for o in (self.dense_optimizer,
+                                            self.embedding_optimizer)
+             if isinstance(o.learning_rate, tf.Variable)]
+    rates = [(o, float(r.numpy())) for o, r in rates]
     restored = integrity.restore_newest_intact(
         self._restore, self.checkpoint_dir, self.log)
+    for optimizer, rate in rates:
+      optimizer.learning_rate.assign(rate)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.checkpoint_dir, max_to_keep=3)
     path = os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG)
     with open(path + ".tmp", "w") as f:
       f.write(gin.operative_config_str())
     os.replace(path + ".tmp", path)
+    integrity.write_json_atomically(
+        os.path.join(self.model_dir, integrity.DATA_FINGERPRINT),
+        integrity.data_fingerprint(self.window))
     summary = os.path.join(self.model_dir, "summary.json")
     if os.path.exists(summary):
       os.remove(summary)  # stale until this run writes its own
     return restored
 
   def _restore(self, prefix: str):
-    self.checkpoint.restore(prefix)
+    # Every object of the run must come back: a checkpoint without, say,
+    # the optimizer's slots or the monitor's state is not intact.
+    self.checkpoint.restore(prefix).assert_existing_objects_matched()
     if not bool(state_is_finite(self._state_variables())):
       raise ValueError("it holds non-finite values")
 

@@ -201,6 +201,37 @@ def test_checkpoint_holding_nan_is_not_restored(run_copy):
   assert np.all(np.isfinite(weight.numpy()))
 
 
+def test_a_checkpoint_missing_objects_is_not_intact(run_copy):
+  # ckpt-130 holds the weights and the step, but no optimizer or monitor.
+  gin.clear_config()
+  launch.parse_gin(TINY, [])
+  from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
+  trainer = Trainer(run_copy, log=lambda _: None)
+  gin.clear_config()
+  trainer.checkpoint.restore(ckpt(run_copy, 120))
+  trainer.global_step.assign(130)
+  tf.train.Checkpoint(model=trainer.model, step=trainer.global_step).write(
+      ckpt(run_copy, 130))
+  summary, log = train(run_copy, ["Trainer.max_steps=130"])
+  assert any(l.startswith(f"checkpoint {ckpt(run_copy, 130)} is "
+                          "unreadable (AssertionError") for l in log), log
+  assert f"resumed from {ckpt(run_copy, 120)} at step 120" in log
+  assert summary["final_step"] == 130
+
+
+def test_eval_refuses_a_checkpoint_without_the_model_it_builds(run_copy):
+  # A tower the run never had would be evaluated with random weights.
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "eval.py"),
+       f"--model_dir={run_copy}", "--gin_param=build_model.tower_widths=(8,)"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode != 0
+  assert "No checkpoint in" in out.stderr and "AssertionError" in out.stderr
+  assert "cannot resume" not in out.stderr  # worded for evaluation
+  assert "eval_sidecar" not in "".join(
+      open(os.path.join(run_copy, "metrics.jsonl")).readlines())
+
+
 def test_eval_falls_back_to_the_newest_intact_checkpoint(run_copy):
   data = ckpt(run_copy, 120) + ".data-00000-of-00001"
   with open(data, "wb") as f:
@@ -272,6 +303,68 @@ def test_allow_config_change_resumes_and_logs_the_differences(run_copy):
   assert any("resuming" in l and "with changed settings (allowed)" in l and
              "LEARNING_RATE: 0.02 -> 0.01" in l for l in log), log
   assert summary["final_step"] == 140
+  # The new rate is the one used, not the one restored with the optimizer.
+  after = [r for r in records(run_copy, "train") if r["step"] > 120]
+  assert after and all(r["learning_rate"] == pytest.approx(0.01)
+                       for r in after)
+
+
+def test_resume_on_other_data_is_refused(run_copy):
+  # The same bindings can find other data (a glob matching a new file):
+  # here the recorded fingerprint says day 5 had 9000 examples.
+  path = os.path.join(run_copy, integrity.DATA_FINGERPRINT)
+  with open(path) as f:
+    recorded = json.load(f)
+  sizes = recorded["day_sizes"]
+  recorded["day_sizes"] = sizes[:5] + [9000]
+  with open(path, "w") as f:
+    json.dump(recorded, f)
+  before = snapshot(run_copy)
+  error, _ = train(run_copy, ["Trainer.max_steps=160"])
+  assert isinstance(error, ValueError)
+  assert "was started on other data" in str(error)
+  assert f"examples per day: day 5: 9000 -> {sizes[5]}" in str(error)
+  assert snapshot(run_copy) == before
+
+
+def test_data_fingerprints_see_rows_and_statistics():
+  def window(values, days):
+    schema = files.schema_lib.Schema(
+        categorical=[], dense=[files.schema_lib.DenseFeature(
+            "x", 1, mean=float(np.mean(values)))],
+        labels=[files.schema_lib.Label("y", "binary")])
+    source = InMemorySource(schema, {"x": np.array(values)[:, None],
+                                     "y": np.zeros(len(values))},
+                            np.array(days))
+    return MovingWindow(source, batch_size=1)
+  a = integrity.data_fingerprint(window([1.0, 2.0, 3.0], [0, 1, 1]))
+  assert a["day_sizes"] == [1, 2] and a["eval_day"] == 1
+  b = integrity.data_fingerprint(window([1.0, 2.0, 5.0], [0, 1, 1]))
+  assert a["day_sizes"] == b["day_sizes"]
+  assert a["schema_sha256"] != b["schema_sha256"]
+
+
+def test_without_a_checkpoint_other_settings_start_afresh(tmp_path):
+  model_dir = str(tmp_path / "run")
+  os.makedirs(model_dir)
+  with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+    f.write("LEARNING_RATE = 0.5\nMovingWindow.batch_size = 64\n")
+  summary, log = train(model_dir, ["Trainer.max_steps=20"])
+  assert any("has no checkpoint, so nothing trained with its recorded "
+             "settings is resumed" in l and
+             "MovingWindow.batch_size: 64 -> 256" in l for l in log), log
+  assert summary["final_step"] == 20
+
+
+def test_a_lock_file_that_is_a_link_is_refused(tmp_path):
+  precious = tmp_path / "precious.txt"
+  precious.write_text("keep me\n")
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  os.symlink(precious, model_dir / integrity.LOCK_FILE)
+  with pytest.raises(RuntimeError, match="must be a regular file, not a link"):
+    integrity.RunLock(str(model_dir)).acquire()
+  assert precious.read_text() == "keep me\n"
 
 
 def test_checkpoints_without_a_recorded_config_are_refused(run_copy):
@@ -647,6 +740,73 @@ def test_out_of_range_timestamps_name_file_column_and_line(tmp_path):
     _read(path)
 
 
+@pytest.mark.parametrize("value", ["Wed 03/01/2024 10:00", "1.2.3",
+                                   "2024-01-05 (05.01.24)"])
+def test_ambiguous_dates_anywhere_in_the_string_are_refused(tmp_path, value):
+  path = _log(tmp_path, [f"{value},u1,30,1"])
+  with pytest.raises(ValueError, match="line 2, column 'ts': date .* is "
+                     "ambiguous"):
+    _read(path)
+
+
+def test_dates_other_than_iso_8601_need_a_format(tmp_path):
+  path = _log(tmp_path, ['"Jan 5 2024 10:00",u1,30,1'])
+  with pytest.raises(ValueError, match="line 2, column 'ts': timestamp 'Jan 5 "
+                     "2024 10:00' is not an ISO 8601 date.*timestamp_format"):
+    _read(path)
+  assert _read(path, timestamp_format="%b %d %Y %H:%M").num_rows == 1
+
+
+def test_naive_date_strings_are_local_times_of_the_time_zone(tmp_path):
+  # Shanghai is UTC+8: 22:00 on Jan 1 is still Jan 1 there (14:00 UTC); an
+  # explicit offset is obeyed: 2024-01-01T20:00-05:00 is Jan 2, 09:00 there.
+  path = _log(tmp_path, ["2024-01-01 09:00,u1,30,1",
+                         "2024-01-01 22:00,u2,30,1",
+                         "2024-01-01T20:00:00-05:00,u3,30,1",
+                         "2024-01-02 09:00,u4,30,1"])
+  source = _read(path, time_zone="Asia/Shanghai")
+  assert [source.day_size(d) for d in range(source.num_days)] == [2, 2]
+  formatted = _log(tmp_path, ["01/01/2024 22:00,u1,30,1",
+                              "02/01/2024 09:00,u4,30,1"], name="f.csv")
+  source = _read(formatted, time_zone="Asia/Shanghai",
+                 timestamp_format="%d/%m/%Y %H:%M")
+  assert [source.day_size(d) for d in range(source.num_days)] == [1, 1]
+
+
+def test_a_file_matched_twice_is_refused(tmp_path):
+  path = _log(tmp_path, ["1709251200,u1,30,1"], name="day1.csv")
+  with pytest.raises(ValueError, match=f"{path} is matched by both "
+                     "'.*day1.csv' and '.*day\\*.csv'"):
+    _read([path, str(tmp_path / "day*.csv")])
+
+
+def test_a_repeated_header_is_refused(tmp_path):
+  path = _log(tmp_path, ["1709251200,u1,30,1,0"],
+              header="ts,user,age,click,click\n")
+  with pytest.raises(ValueError, match="logs.csv line 1: the header names "
+                     "column\\(s\\) \\['click'\\] more than once"):
+    _read(path)
+
+
+def test_missing_ids_and_single_numeric_ids_are_values(tmp_path):
+  path = _log(tmp_path, ["1709251200,,30,1,7", "1709337600,u2,40,0,8|9"],
+              header="ts,user,age,click,tags\n")
+  source = _read(path, multivalued={"tags": (100, 2)})
+  batch = {k: v.numpy() for k, v in source.rows(tf.range(2)).items()}
+  from data.encoding import stable_hash  # pylint: disable=g-import-not-at-top
+  assert batch["user"][0] == stable_hash(np.array([""]), 10)[0]
+  assert list(batch["tags"][0]) == [stable_hash(np.array(["7"]), 100)[0],
+                                    files.schema_lib.PAD_ID]
+
+
+def test_a_value_that_overflows_once_normalised_is_named(tmp_path):
+  path = _log(tmp_path, ["1709251200,u1,-3e38,1", "1709337600,u2,-3e38,0",
+                         "1709424000,u3,3e38,1"])
+  with pytest.raises(ValueError, match="line 4, column 'age': value 3e\\+38 "
+                     "overflows float32 once normalised"):
+    _read(path)
+
+
 def test_numbers_mixed_with_dates_are_refused(tmp_path):
   path = _log(tmp_path, ["1709251200,u1,30,1", "2024-03-02,u2,40,0"])
   with pytest.raises(ValueError, match="mix numbers and other values"):
@@ -757,6 +917,18 @@ def test_in_memory_sources_name_non_finite_columns():
      "MovingWindow.batch_size = 'big': a number is needed"),
     (["include 'configs/no_such_overlay.gin'"], FileNotFoundError,
      "--gin_param line 1: include 'configs/no_such_overlay.gin'"),
+    (["LEARNING_RATE=1e400"], ValueError,
+     "= inf \\(via %LEARNING_RATE\\): a finite number is needed"),
+    (["Trainer.max_steps=1.5"], ValueError,
+     "Trainer.max_steps = 1.5: a whole number is needed"),
+    (["MovingWindow.window_days=2.7"], ValueError,
+     "MovingWindow.window_days = 2.7: a whole number is needed"),
+    (["MovingWindow.epochs_per_day=-1"], ValueError,
+     "MovingWindow.epochs_per_day must be a number > 0, got -1"),
+    (["MovingWindow.steps_per_day=0"], ValueError,
+     "MovingWindow.steps_per_day must be >= 1"),
+    (["Trainer.eval_batch_size=-1"], ValueError,
+     "Trainer.eval_batch_size must be >= 1, got -1"),
 ])
 def test_bad_values_are_named_before_any_work(tmp_path, params, error,
                                               message):
@@ -778,6 +950,17 @@ def test_a_missing_include_inside_a_gin_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=f"{config} line 2: include "
                      "'configs/overlays/none.gin'"):
     launch.parse_gin([str(config)], [])
+  gin.clear_config()
+
+
+def test_a_cycle_of_includes_is_named(tmp_path):
+  a, b = tmp_path / "a.gin", tmp_path / "b.gin"
+  a.write_text(f"include '{b}'\n")
+  b.write_text(f"Trainer.max_steps = 3\ninclude '{a}'\n")
+  gin.clear_config()
+  with pytest.raises(ValueError, match=f"line 2: include '{a}' makes a cycle "
+                     f"of includes \\({a} -> {b} -> {a}\\)"):
+    launch.parse_gin([str(a)], [])
   gin.clear_config()
 
 
