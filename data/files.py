@@ -102,6 +102,17 @@ def _auto_unit(numbers: np.ndarray, origin: Callable[[int], str]) -> str:
   return _AUTO_UNIT_BELOW[found[0]][0]
 
 
+def _looks_like_yyyymmdd(numbers: np.ndarray) -> bool:
+  """Whole numbers that all read as dates 1900-2100 in YYYYMMDD form (as
+  unix seconds they would all fall in August 1970)."""
+  if not (np.all(numbers == np.round(numbers)) and
+          np.all((numbers >= 19000101) & (numbers <= 21001231))):
+    return False
+  dates = pd.to_datetime(pd.Series(numbers.astype(np.int64).astype(str)),
+                         format="%Y%m%d", errors="coerce")
+  return not dates.isna().any()
+
+
 def parse_timestamps(timestamps: pd.Series, where: str,
                      unit: Optional[str] = None, fmt: Optional[str] = None,
                      origin: Optional[Callable[[int], str]] = None,
@@ -141,6 +152,12 @@ def parse_timestamps(timestamps: pd.Series, where: str,
   numbers = pd.to_numeric(timestamps, errors="coerce").to_numpy(np.float64)
   is_number = np.isfinite(numbers)
   if is_number.all():
+    if unit is None and _looks_like_yyyymmdd(numbers):
+      raise ValueError(f"timestamps such as {raw[0]!r} ({origin(0)}) look "
+                       "like YYYYMMDD dates, not unix seconds; set "
+                       "file_source.timestamp_format = '%Y%m%d' (or "
+                       "file_source.timestamp_unit = 's' if they are "
+                       "seconds).")
     unit = unit or _auto_unit(numbers, origin)
     nanos = numbers * TIMESTAMP_UNITS[unit]
     bad = np.flatnonzero((nanos < _NS_RANGE[0]) | (nanos > _NS_RANGE[1]))

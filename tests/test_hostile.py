@@ -807,6 +807,15 @@ def test_a_value_that_overflows_once_normalised_is_named(tmp_path):
     _read(path)
 
 
+def test_yyyymmdd_numbers_are_not_taken_for_unix_seconds(tmp_path):
+  path = _log(tmp_path, ["20240301,u1,30,1", "20240302,u2,40,0"])
+  with pytest.raises(ValueError, match="timestamps such as 20240301 "
+                     "\\(.*logs.csv line 2, column 'ts'\\) look like "
+                     "YYYYMMDD dates.*timestamp_format = '%Y%m%d'"):
+    _read(path)
+  assert _read(path, timestamp_format="%Y%m%d").num_days == 2
+
+
 def test_numbers_mixed_with_dates_are_refused(tmp_path):
   path = _log(tmp_path, ["1709251200,u1,30,1", "2024-03-02,u2,40,0"])
   with pytest.raises(ValueError, match="mix numbers and other values"):
