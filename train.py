@@ -15,6 +15,7 @@ rerun the same command to resume.
 """
 
 import os
+import signal
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -33,9 +34,17 @@ flags.DEFINE_string("model_dir", None, "Directory of the run (created).")
 FLAGS = flags.FLAGS
 
 
+def _stopped_while_building(signum, frame):  # pylint: disable=unused-argument
+  raise SystemExit("train.py: stopped by SIGTERM outside the training loop "
+                   "(nothing to checkpoint); rerun the same command")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
+  # through Python, so a model_dir this launch created is removed again.
+  signal.signal(signal.SIGTERM, _stopped_while_building)
   trainer = launch.configure(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir)
   try:
     summary = trainer.run()

@@ -232,6 +232,8 @@ class Trainer:
                                   self.allow_config_change, self.log)
     integrity.check_resume_data(self.model_dir, self.window,
                                 self.allow_config_change, self.log)
+    # The files a run appends to must be writable before anything changes.
+    open(os.path.join(self.model_dir, "metrics.jsonl"), "a").close()
     integrity.clean_temporaries(self.model_dir, self.log)
     # The learning rates are optimizer variables, saved in checkpoints: the
     # configured ones win over the restored ones (they differ only when

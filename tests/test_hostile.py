@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import gin
 import numpy as np
@@ -1031,3 +1032,31 @@ def test_sigterm_checkpoints_the_current_step_and_a_rerun_resumes(run_copy):
   with open(stale) as f:
     assert strict_loads(f.read())["final_step"] == 200
   assert math.isfinite(records(run_copy, "eval")[-1]["click/auc"])
+
+
+def test_sigterm_while_the_run_is_built_leaves_no_model_dir(tmp_path):
+  model_dir = str(tmp_path / "new_run")
+  child = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "train.py"),
+       f"--model_dir={model_dir}"] + [f"--gin_file={f}" for f in TINY],
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  while not os.path.exists(model_dir):  # the build has started
+    assert child.poll() is None, child.stderr.read()
+    time.sleep(0.05)
+  child.send_signal(signal.SIGTERM)
+  _, stderr = child.communicate(timeout=600)
+  assert child.returncode == 1
+  assert "stopped by SIGTERM outside the training loop" in stderr
+  assert not os.path.exists(model_dir)
+
+
+def test_an_unwritable_metrics_file_fails_before_anything_changes(run_copy):
+  # Tests run as root, which file modes do not stop: a directory in the
+  # file's place cannot be appended to either.
+  metrics = os.path.join(run_copy, "metrics.jsonl")
+  os.remove(metrics)
+  os.makedirs(metrics)
+  before = snapshot(run_copy)
+  with pytest.raises(IsADirectoryError, match="metrics.jsonl"):
+    train(run_copy, ["Trainer.max_steps=160"])
+  assert snapshot(run_copy) == before
