@@ -181,14 +181,23 @@ def test_leftover_temp_files_are_cleaned(run_copy):
   assert any(f"removing {temp}" in l for l in log)
 
 
+def restored_trainer(model_dir, step):
+  """A Trainer of the tiny config holding checkpoint `step` of model_dir
+  (built, not run: nothing in model_dir changes)."""
+  gin.clear_config()
+  try:
+    launch.parse_gin(TINY, [])
+    from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
+    trainer = Trainer(model_dir, log=lambda _: None)
+  finally:
+    gin.clear_config()
+  trainer.checkpoint.restore(ckpt(model_dir, step))
+  return trainer
+
+
 def test_checkpoint_holding_nan_is_not_restored(run_copy):
   # A checkpoint written with a NaN weight (e.g. by an older version).
-  gin.clear_config()
-  launch.parse_gin(TINY, [])
-  from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
-  trainer = Trainer(run_copy, log=lambda _: None)
-  gin.clear_config()
-  trainer.checkpoint.restore(ckpt(run_copy, 120))
+  trainer = restored_trainer(run_copy, 120)
   weight = trainer.model.dense_variables[0]
   weight.assign(tf.fill(weight.shape, float("nan")))
   trainer.checkpoint.write(ckpt(run_copy, 120))
@@ -204,12 +213,7 @@ def test_checkpoint_holding_nan_is_not_restored(run_copy):
 
 def test_a_checkpoint_missing_objects_is_not_intact(run_copy):
   # ckpt-130 holds the weights and the step, but no optimizer or monitor.
-  gin.clear_config()
-  launch.parse_gin(TINY, [])
-  from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
-  trainer = Trainer(run_copy, log=lambda _: None)
-  gin.clear_config()
-  trainer.checkpoint.restore(ckpt(run_copy, 120))
+  trainer = restored_trainer(run_copy, 120)
   trainer.global_step.assign(130)
   tf.train.Checkpoint(model=trainer.model, step=trainer.global_step).write(
       ckpt(run_copy, 130))
@@ -560,24 +564,35 @@ def test_a_finite_but_exploding_loss_is_full_divergence():
   assert not brief.diverged
 
 
-def test_non_finite_state_after_an_update_rolls_back_to_a_checkpoint(
-    tmp_path):
-  model_dir = str(tmp_path / "run")
+def poison_after_loop(at_step, pick, value, recheck):
+  """A trainer hook: after the host loop that reaches `at_step` (or any
+  later one, with recheck), fill the variable `pick(trainer)` with `value`;
+  recheck: report the state as the loop's own check would."""
 
-  def corrupt_after_step_50(trainer):
+  def hook(trainer):
     real = trainer._train_loop  # pylint: disable=protected-access
 
     def loop(iterator, steps):
-      real(iterator, steps)
-      if int(trainer.global_step.numpy()) >= 50:
-        weight = trainer.model.dense_variables[0]
-        weight.assign(tf.fill(weight.shape, float("inf")))
-      return state_is_finite(trainer._state_variables())  # pylint: disable=protected-access
+      result = real(iterator, steps)
+      step = int(trainer.global_step.numpy())
+      if step == at_step or (recheck and step > at_step):
+        variable = pick(trainer)
+        variable.assign(tf.fill(variable.shape, value))
+      return (state_is_finite(trainer._state_variables()) if recheck  # pylint: disable=protected-access
+              else result)
 
     trainer._train_loop = loop  # pylint: disable=protected-access
 
+  return hook
+
+
+def test_non_finite_state_after_an_update_rolls_back_to_a_checkpoint(
+    tmp_path):
+  model_dir = str(tmp_path / "run")
   summary, log = train(model_dir, ["Trainer.max_steps=80"],
-                       trainer_hook=corrupt_after_step_50)
+                       trainer_hook=poison_after_loop(
+                           50, lambda t: t.model.dense_variables[0],
+                           float("inf"), recheck=True))
   assert "non-finite weights or optimizer state after step 50; restoring " \
          "the newest checkpoint" in log
   assert summary["diverged"] and summary["diverged_at_step"] == 50
@@ -592,22 +607,12 @@ def test_non_finite_state_after_an_update_rolls_back_to_a_checkpoint(
 def test_a_checkpoint_is_refused_when_an_optimizer_slot_is_not_finite(
     tmp_path):
   model_dir = str(tmp_path / "run")
-
-  def poison_slot(trainer):
-    real = trainer._train_loop  # pylint: disable=protected-access
-
-    def loop(iterator, steps):
-      result = real(iterator, steps)
-      if int(trainer.global_step.numpy()) == 40:  # after the last check
-        slot = next(v for v in trainer.dense_optimizer.variables
-                    if "accumulator" in v.name)
-        slot.assign(tf.fill(slot.shape, float("nan")))
-      return result
-
-    trainer._train_loop = loop  # pylint: disable=protected-access
-
+  # Poisoned after the last loop's own check: only the save's check is left.
   _, log = train(model_dir, ["Trainer.max_steps=40"],
-                 trainer_hook=poison_slot)
+                 trainer_hook=poison_after_loop(
+                     40, lambda t: next(v for v in t.dense_optimizer.variables
+                                        if "accumulator" in v.name),
+                     float("nan"), recheck=False))
   assert "not checkpointing step 40: non-finite weights or optimizer " \
          "state" in log
   assert tf.train.latest_checkpoint(
