@@ -366,8 +366,9 @@ def restore_newest_intact(restore: Callable[[str], None], directory: str,
           "trying an older one")
       continue
     if failures:
-      log(f"resuming from {prefix} (step {step}), the newest intact "
-          f"checkpoint; {len(failures)} newer one(s) are corrupt")
+      log(f"{'resuming from' if repair else 'using'} {prefix} (step {step}), "
+          f"the newest intact checkpoint; {len(failures)} newer one(s) are "
+          "corrupt")
     if repair and (failures or recorded != os.path.basename(prefix)):
       _set_aside(directory, failures, log)
       kept = [p for s, p in candidates if s <= step and os.path.exists(

@@ -248,6 +248,8 @@ def test_eval_falls_back_to_the_newest_intact_checkpoint(run_copy):
       timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert f"checkpoint {ckpt(run_copy, 120)} is unreadable" in out.stdout
+  assert (f"using {ckpt(run_copy, 80)} (step 80), the newest intact "
+          "checkpoint" in out.stdout)
   assert "ckpt-80 (step 80): click/auc" in out.stdout
   after = snapshot(run_copy)
   # eval.py moves and rewrites nothing; it only appends its results.
