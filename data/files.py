@@ -35,6 +35,10 @@ from data.encoding import local_calendar, stable_hash, standardize
 from data.source import InMemorySource
 
 
+def is_parquet(path: str) -> bool:
+  return path.endswith((".parquet", ".pq"))
+
+
 def read_table(path: str, sep: str = ",") -> pd.DataFrame:
   """Reads one CSV (any separator) or Parquet file; errors name the file."""
   if os.path.isdir(path):
@@ -43,20 +47,21 @@ def read_table(path: str, sep: str = ",") -> pd.DataFrame:
         f"patterns (e.g. '{os.path.join(path, '*.csv')}').")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Log file not found: {path}")
+  header = []
   try:
-    if path.endswith((".parquet", ".pq")):
+    if is_parquet(path):
       frame = pd.read_parquet(path)
     else:
       frame = pd.read_csv(path, sep=sep)
+      # pandas renames a repeated column (x, x.1): read the header as it is.
       header = pd.read_csv(path, sep=sep, header=None, nrows=1,
-                           dtype=str).iloc[0].tolist() if len(frame) else []
+                           dtype=str).iloc[0].tolist()
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"Cannot read {path}: {e}") from e
-  if not path.endswith((".parquet", ".pq")):
-    repeated = sorted({c for c in header if header.count(c) > 1}, key=str)
-    if repeated:
-      raise ValueError(f"{path} line 1: the header names column(s) "
-                       f"{repeated} more than once.")
+  repeated = sorted({c for c in header if header.count(c) > 1}, key=str)
+  if repeated:
+    raise ValueError(f"{path} line 1: the header names column(s) "
+                     f"{repeated} more than once.")
   if frame.empty:
     raise ValueError(f"{path}: no rows.")
   return frame
@@ -67,7 +72,7 @@ def row_labels(path: str, num_rows: int) -> Tuple[str, np.ndarray]:
   ("line", the 1-based line of each row in a CSV file: the header is line
   1, blank lines are skipped as pandas skips them) or ("row", 1-based row
   numbers) for Parquet, or a CSV whose rows span lines (quoted newlines)."""
-  if not path.endswith((".parquet", ".pq")):
+  if not is_parquet(path):
     with open(path, errors="replace") as f:
       lines = [i + 1 for i, line in enumerate(f) if line.strip()]
     if len(lines) - 1 == num_rows:
