@@ -45,7 +45,8 @@ def main(argv):
   # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
   # through Python, so a model_dir this launch created is removed again.
   signal.signal(signal.SIGTERM, _stopped_while_building)
-  trainer = launch.configure(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir)
+  trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
+                                 FLAGS.model_dir)
   try:
     summary = trainer.run()
   except Preempted as e:

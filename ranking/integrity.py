@@ -185,13 +185,11 @@ def check_resume_config(model_dir: str, current: str,
       logged).
   """
   path = os.path.join(model_dir, OPERATIVE_CONFIG)
-  hint = ("Use a new --model_dir, or bind Trainer.allow_config_change=True "
-          "to resume with the new settings anyway.")
   resuming = has_checkpoints(model_dir)
   if not os.path.exists(path):
     if resuming and not allow_change:
       raise ValueError(f"{model_dir} has checkpoints but no {OPERATIVE_CONFIG}"
-                       ": its settings cannot be checked. " + hint)
+                       ": its settings cannot be checked. " + _HINT)
     return
   try:
     with open(path) as f:
@@ -206,21 +204,33 @@ def check_resume_config(model_dir: str, current: str,
              "afresh"))
       return
     raise ValueError(f"Cannot read the recorded config {path}: {e}. "
-                     + hint) from e
+                     + _HINT) from e
+  if differences and not resuming:
+    log(f"{model_dir} has no checkpoint, so nothing trained with its "
+        f"recorded settings is resumed: starting afresh with the new ones "
+        f"(recorded -> now):\n  " + "\n  ".join(differences))
+    return
+  _refuse_unless_allowed(model_dir, differences, "with other settings",
+                         "with changed settings", allow_change, log)
+
+
+_HINT = ("Use a new --model_dir, or bind Trainer.allow_config_change=True "
+         "to resume with the new settings anyway.")
+
+
+def _refuse_unless_allowed(model_dir, differences, started, changed,
+                           allow_change, log):
+  """Nothing if no differences; logs them if allowed; else refuses,
+  listing them (recorded -> now)."""
   if not differences:
     return
   listing = "\n  ".join(differences)
-  if not resuming:
-    log(f"{model_dir} has no checkpoint, so nothing trained with its "
-        f"recorded settings is resumed: starting afresh with the new ones "
-        f"(recorded -> now):\n  {listing}")
-    return
   if allow_change:
-    log(f"resuming {model_dir} with changed settings (allowed):\n  {listing}")
+    log(f"resuming {model_dir} {changed} (allowed):\n  {listing}")
     return
-  raise ValueError(f"{model_dir} was started with other settings; refusing "
-                   f"to resume it. Differing bindings (recorded -> now):\n  "
-                   f"{listing}\n{hint}")
+  raise ValueError(f"{model_dir} was started {started}; refusing to resume "
+                   f"it. The differences (recorded -> now):\n  {listing}\n"
+                   + _HINT)
 
 
 def data_fingerprint(window) -> Dict:
@@ -270,15 +280,8 @@ def check_resume_data(model_dir: str, window, allow_change: bool = False,
       differences.append("the schema or the dense features' statistics")
     else:
       differences.append(f"{key}: {a!r} -> {b!r}")
-  if not differences:
-    return
-  listing = "\n  ".join(differences)
-  if allow_change:
-    log(f"resuming {model_dir} on changed data (allowed):\n  {listing}")
-    return
-  raise ValueError(f"{model_dir} was started on other data ({path}); "
-                   f"refusing to resume it:\n  {listing}\nUse a new "
-                   "--model_dir, or bind Trainer.allow_config_change=True.")
+  _refuse_unless_allowed(model_dir, differences, f"on other data ({path})",
+                         "on changed data", allow_change, log)
 
 
 # -- checkpoints ---------------------------------------------------------------
@@ -437,11 +440,17 @@ def dumps_strict(record: Dict, **kwargs) -> str:
   return json.dumps(clean, allow_nan=False, **kwargs)
 
 
-def write_json_atomically(path: str, record: Dict) -> Dict:
-  """Writes the record as strict JSON (via a .tmp file, so a reader sees
-  the old file or the new one); returns what was written."""
-  text = dumps_strict(record, indent=1)
+def write_text_atomically(path: str, text: str):
+  """Writes via path.tmp, so a reader sees the old file or the new one (a
+  killed write leaves only the .tmp, which clean_temporaries removes)."""
   with open(path + ".tmp", "w") as f:
     f.write(text)
   os.replace(path + ".tmp", path)
+
+
+def write_json_atomically(path: str, record: Dict) -> Dict:
+  """Writes the record as strict JSON, atomically; returns what was
+  written."""
+  text = dumps_strict(record, indent=1)
+  write_text_atomically(path, text)
   return json.loads(text)

@@ -31,7 +31,10 @@ def prepare_model_dir(model_dir: str):
 def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
   """Parses gin, checks model_dir, builds the trainer (data paths, model,
   optimizers): every configuration error surfaces here, before any work.
-  A model_dir this call created is removed again if the build fails."""
+  A model_dir this call created is removed again if the build fails.
+  Nothing is written into model_dir: Trainer.run() checks it (lock,
+  recorded settings, checkpoints) and only then records the operative
+  config, so a refused launch leaves the old one untouched."""
   parse_gin(gin_files, gin_params)
   existed = bool(model_dir) and os.path.isdir(model_dir)
   prepare_model_dir(model_dir)
@@ -42,11 +45,6 @@ def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
       shutil.rmtree(model_dir, ignore_errors=True)
     raise
 
-
-# train.py builds the trainer the same way; Trainer.run() then checks the
-# model_dir (lock, recorded settings, checkpoints) and only then records
-# the operative config, so a refused launch leaves the old one untouched.
-configure = build_trainer
 
 
 def final_table(summary: Dict, model_dir: str) -> str:

@@ -174,8 +174,6 @@ class Trainer:
           zip(grads[n_emb:], variables[n_emb:]))
       return total, per_task, tf.cast(~finite, tf.float32)
 
-    state = self._state_variables()
-
     @tf.function
     def train_loop(iterator, steps):
       for _ in tf.range(steps):
@@ -192,7 +190,7 @@ class Trainer:
           value = strategy.reduce(tf.distribute.ReduceOp.SUM, value, None)
           self._loss_sums[name].assign_add(tf.where(finite, value, 0.0))
       # The update's result: weights and optimizer slots, once per call.
-      return state_is_finite(state)
+      return self._state_finite()
 
     return train_loop
 
@@ -201,6 +199,12 @@ class Trainer:
     return (list(self.model.variables) +
             list(self.dense_optimizer.variables) +
             list(self.embedding_optimizer.variables))
+
+  @tf.function
+  def _state_finite(self):
+    """Whether the whole state (weights, slots) is finite: one compiled
+    call for the loop, each save and each restore."""
+    return state_is_finite(self._state_variables())
 
   # -- the run ------------------------------------------------------------
 
@@ -238,20 +242,18 @@ class Trainer:
     # The learning rates are optimizer variables, saved in checkpoints: the
     # configured ones win over the restored ones (they differ only when
     # allow_config_change let a new rate through).
-    rates = [(o, o.learning_rate) for o in (self.dense_optimizer,
-                                            self.embedding_optimizer)
+    rates = [(o, float(o.learning_rate.numpy()))
+             for o in (self.dense_optimizer, self.embedding_optimizer)
              if isinstance(o.learning_rate, tf.Variable)]
-    rates = [(o, float(r.numpy())) for o, r in rates]
     restored = integrity.restore_newest_intact(
         self._restore, self.checkpoint_dir, self.log)
     for optimizer, rate in rates:
       optimizer.learning_rate.assign(rate)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.checkpoint_dir, max_to_keep=3)
-    path = os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG)
-    with open(path + ".tmp", "w") as f:
-      f.write(gin.operative_config_str())
-    os.replace(path + ".tmp", path)
+    integrity.write_text_atomically(
+        os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
+        gin.operative_config_str())
     integrity.write_json_atomically(
         os.path.join(self.model_dir, integrity.DATA_FINGERPRINT),
         integrity.data_fingerprint(self.window))
@@ -264,7 +266,7 @@ class Trainer:
     # Every object of the run must come back: a checkpoint without, say,
     # the optimizer's slots or the monitor's state is not intact.
     self.checkpoint.restore(prefix).assert_existing_objects_matched()
-    if not bool(state_is_finite(self._state_variables())):
+    if not bool(self._state_finite()):
       raise ValueError("it holds non-finite values")
 
   def _run(self) -> Dict:
@@ -280,9 +282,10 @@ class Trainer:
     last_saved = start if restored else None
     train_seconds, interval_steps = 0.0, 0
     if self.stop_on_divergence and self.monitor.diverged:
+      verdict = self.monitor.verdict()
       self.log(f"not training on: the run diverged at step "
-               f"{self.monitor.verdict()['diverged_at_step']} "
-               f"({self.monitor.verdict()['divergence_reason']})")
+               f"{verdict['diverged_at_step']} "
+               f"({verdict['divergence_reason']})")
     while step < self.total_steps and not (
         self.stop_on_divergence and self.monitor.diverged):
       n = self._steps_until_boundary(step, day_ends)
@@ -412,7 +415,7 @@ class Trainer:
     return results
 
   def _save(self, step):
-    if not bool(state_is_finite(self._state_variables())):
+    if not bool(self._state_finite()):
       self.log(f"not checkpointing step {step}: non-finite weights or "
                "optimizer state")
       return
