@@ -55,9 +55,6 @@ class MovingWindow:
       seed: seed of the stream.
     """
     self.source = source
-    self.batch_size = int(batch_size)
-    self.window_days = int(window_days)
-    self.seed = int(seed)
     name = source.name
     for key, value in (("batch_size", batch_size),
                        ("window_days", window_days), ("seed", seed),
@@ -68,6 +65,9 @@ class MovingWindow:
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"MovingWindow.{key} must be a whole number, got "
                          f"{value!r}.")
+    self.batch_size = int(batch_size)
+    self.window_days = int(window_days)
+    self.seed = int(seed)
     if self.batch_size < 1:
       raise ValueError(f"MovingWindow.batch_size must be >= 1, got "
                        f"{batch_size}.")

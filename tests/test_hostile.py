@@ -959,6 +959,13 @@ def test_bad_values_are_named_before_any_work(tmp_path, params, error,
   assert not os.path.exists(model_dir)
 
 
+def test_moving_window_names_a_non_number_given_from_python(tmp_path):
+  path = _log(tmp_path, ["1709251200,u1,30,1", "1709337600,u2,40,0"])
+  with pytest.raises(ValueError, match="MovingWindow.batch_size must be a "
+                     "whole number, got 'big'"):
+    MovingWindow(_read(path), batch_size="big")
+
+
 def test_a_missing_include_inside_a_gin_file_is_named(tmp_path):
   config = tmp_path / "exp.gin"
   config.write_text("include 'configs/small_clippy.gin'\n"
