@@ -93,7 +93,7 @@ def main(argv):
   def restore(path):
     # Partial: the optimizers' slots are skipped; but every weight of the
     # model must be there (a head the run never trained would be random).
-    weights.restore(path).expect_partial().assert_existing_objects_matched()
+    weights.read(path).expect_partial().assert_existing_objects_matched()
     if not bool(state_is_finite(trainer.model.variables)):
       raise ValueError("it holds non-finite weights")
 

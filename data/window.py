@@ -12,7 +12,7 @@ replica layout sees the same global batch (replica r takes its slice of it).
 """
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import gin
 import numpy as np
@@ -40,7 +40,8 @@ class MovingWindow:
                first_train_day: int = 0,
                steps_per_day: Optional[int] = None,
                epochs_per_day: float = 1.0,
-               seed: int = 0):
+               seed: int = 0,
+               faults: Optional[Callable] = None):
     """Plans the run; raises ValueError naming the day at fault.
 
     Args:
@@ -53,8 +54,11 @@ class MovingWindow:
         day's volume: ceil(epochs_per_day * examples of the day / batch).
       epochs_per_day: passes over each new day's volume when derived.
       seed: seed of the stream.
+      faults: fault injection for tests and demos (data/faults.py): called
+        as faults(step, rows, schema) on every training batch.
     """
     self.source = source
+    self.faults = faults
     name = source.name
     for key, value in (("batch_size", batch_size),
                        ("window_days", window_days), ("seed", seed),
@@ -171,7 +175,10 @@ class MovingWindow:
 
     def batch(i):
       step, part = i // local, pipeline * local + i % local
-      return self.source.rows(self.row_ids(step, part, replicas))
+      rows = self.source.rows(self.row_ids(step, part, replicas))
+      if self.faults is not None:
+        rows = self.faults(step, rows, self.source.schema)
+      return rows
 
     return (tf.data.Dataset.range(start_step * local, self.total_steps * local)
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE,

@@ -48,7 +48,7 @@ class Evaluator:
 
   def evaluate(self, dataset: tf.data.Dataset) -> Dict[str, float]:
     """{"<task>/auc" or "<task>/rmse", "<task>/loss",
-    "<task>/prediction_std": value}."""
+    "<task>/prediction_mean", "<task>/prediction_std": value}."""
     for metric in (list(self.metrics.values()) + list(self.losses.values())
                    + list(self.nonfinite.values())
                    + [m for pair in self.moments.values() for m in pair]):
@@ -62,18 +62,9 @@ class Evaluator:
           self.metrics[task.name].result()) if finite else math.nan
       out[f"{task.name}/loss"] = float(self.losses[task.name].result())
       first, second = (float(m.result()) for m in self.moments[task.name])
+      out[f"{task.name}/prediction_mean"] = first
       out[f"{task.name}/prediction_std"] = max(second - first**2, 0.0)**0.5
     return out
-
-
-def primary(model, results: Dict[str, float]):
-  """(AUC, prediction std) of the first binary task, which divergence is
-  judged by; (None, None) without binary tasks."""
-  for task in model.tasks:
-    if task.kind == "binary":
-      return (results[f"{task.name}/auc"],
-              results[f"{task.name}/prediction_std"])
-  return None, None
 
 
 def headline(results: Dict[str, float]) -> str:

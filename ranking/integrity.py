@@ -310,6 +310,53 @@ def checkpoint_files(prefix: str) -> List[str]:
                 if n.startswith(base + ".") and _CKPT.match(n))
 
 
+def _record_state(directory: str, prefixes: List[str]):
+  """Rewrites the `checkpoint` state file: newest last."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not prefixes:
+    state = os.path.join(directory, "checkpoint")
+    if os.path.exists(state):
+      os.remove(state)
+    return
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, os.path.basename(prefixes[-1]),
+      all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes])
+
+
+def save_checkpoint(checkpoint, directory: str, step: int, keep: int,
+                    every: int) -> str:
+  """Writes `checkpoint` as `directory`/ckpt-`step` and prunes: kept are the
+  newest `keep` checkpoints whose step is a multiple of `every` (the
+  periodic ones, which are also restore points) and the newest one of all
+  (where a preempted run resumes). Returns the prefix written."""
+  os.makedirs(directory, exist_ok=True)
+  prefix = os.path.join(directory, f"ckpt-{step}")
+  for path in checkpoint_files(prefix):  # a rollback can come back to it
+    os.remove(path)
+  checkpoint.write(prefix)
+  candidates = checkpoint_candidates(directory)
+  periodic = [p for s, p in candidates if s % every == 0][:keep]
+  kept = set(periodic) | {candidates[0][1]}
+  for _, old in candidates:
+    if old not in kept:
+      for path in checkpoint_files(old):
+        os.remove(path)
+  _record_state(directory, [p for _, p in reversed(candidates) if p in kept])
+  return prefix
+
+
+def discard_checkpoints_after(directory: str, step: int) -> List[str]:
+  """Removes the checkpoints of steps after `step` (a rolled-back future);
+  returns their prefixes."""
+  candidates = checkpoint_candidates(directory)
+  gone = [p for s, p in candidates if s > step]
+  for prefix in gone:
+    for path in checkpoint_files(prefix):
+      os.remove(path)
+  _record_state(directory, [p for s, p in reversed(candidates) if s <= step])
+  return gone
+
+
 def clean_temporaries(model_dir: str, log: Callable[[str], None] = print):
   """Removes what a killed save leaves: checkpoints/*_temp* and *.tmp."""
   for directory in (model_dir, os.path.join(model_dir, "checkpoints")):

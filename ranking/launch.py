@@ -8,6 +8,7 @@ from typing import Dict
 import gin
 
 # Registers every configurable a gin file may bind.
+import data.faults  # pylint: disable=unused-import
 import data.files  # pylint: disable=unused-import
 import data.kuairand  # pylint: disable=unused-import
 import data.movielens  # pylint: disable=unused-import

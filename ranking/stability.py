@@ -1,183 +1,335 @@
-"""Divergence detection, in the graph and cheap (paper section 3).
+"""Divergence detection, per task, in the graph and cheap (paper section 3).
 
-Per step, inside the training loop:
+Every step, inside the compiled loop, on each task's loss (global batch):
   - a non-finite step: a non-finite loss or gradient (any gradient whose
     sum of squares is not finite, so g^2 in the accumulator cannot overflow
     either); the step's gradients are zeroed and it is counted;
-  - micro-divergence: a finite loss above `factor` times its running
-    average (an exponential moving average of the losses before it);
-  - explosion: a finite loss above `explosion_factor` times the run's first
-    loss (the untrained model's), for `explosion_patience_steps` steps in a
-    row (at a learning rate of 1e4 the loss reaches ~1e33 and stays finite).
-After each evaluation, in Python:
-  - full divergence: a non-finite step; an explosion; non-finite weights or
-    optimizer state after an update (checked by the trainer, which then
-    restores its newest checkpoint); the held-out binary AUC falling to
-    <= `auc_floor` after having reached >= `auc_ceiling`; or a collapsed
-    model: AUC <= `auc_floor` with predictions that hardly depend on the
-    input (standard deviation of the predicted probability on the held-out
-    day < `collapse_std`; dead units, which no gradient revives). A collapse
-    can come before the first evaluation, so it is not required that the AUC
-    was ever high. A model merely slow to learn is not flagged (its
-    predictions still vary), nor is a good model of a rare event (its AUC
-    is high). A collapse counts once it has lasted `collapse_patience_steps`
-    (or is still there at the final evaluation), and dates from its first
-    evaluation: early in training a healthy model can still predict the
-    base rate for a moment (the CPU Table 2 sweep's Clippy on Large+DCN at
-    2x looked so at step 49 while its loss fell like 1x's).
-The state lives in variables, so it is checkpointed and resumes exactly.
+  - micro-divergence: a loss above `micro_factor` x its recent level, once
+    `warmup_steps` steps have set that level;
+  - blow-up: a loss above `blowup_factor` x its recent level, from the very
+    first step (an early blow-up counts: the level starts at the untrained
+    model's loss, the first step's);
+  - explosion: a blow-up for `explosion_patience_steps` steps in a row (at a
+    learning rate of 1e4 the loss reaches ~1e33 and stays finite).
+  The recent level is an exponential moving average whose input is clipped
+  at `micro_factor` x the level: a spike does not raise the level it is
+  judged against, while a lasting shift still moves it.
+After each evaluation, in Python, per task:
+  - binary: the held-out AUC falls to <= `auc_floor` after having reached
+    >= `auc_ceiling`; or the task has collapsed: AUC <= `auc_floor` with
+    predictions that hardly depend on the input (std of the predicted
+    probability < `collapse_std` x 2 sqrt(m (1 - m)), m their mean, so
+    0.01 at m = 0.5 and less for a rare event; dead units);
+  - regression: the held-out RMSE above `rmse_factor` x the untrained
+    model's (the square root of the task's first loss);
+  - any task: non-finite predictions.
+  A collapse or an RMSE blow-up counts once it has lasted
+  `collapse_patience_steps` (or is still there at the final evaluation) and
+  dates from its first evaluation: early on a healthy model can predict the
+  base rate for a moment.
+  - an unrecovered blow-up: a blow-up after which no evaluation is healthy
+    (the first binary task's AUC >= `auc_ceiling`; without binary tasks,
+    every RMSE at most the untrained model's) within
+    `collapse_patience_steps`, or by the end. It dates from the blow-up.
+    A model merely slow to learn is not flagged (it never blew up), nor is
+    a blow-up the model comes back from (a micro-divergence, at a larger
+    scale).
+Full divergence: a non-finite step, an explosion, non-finite weights or
+optimizer state after an update (checked by the trainer), or any of the
+evaluation findings. The state lives in variables, so it is checkpointed
+and resumes exactly; ranking/recovery.py reads it to roll a run back.
 """
 
-from typing import Dict, Optional
+import math
+from typing import Dict, Mapping, Optional, Sequence
 
 import gin
+import numpy as np
 import tensorflow as tf
+
+from ranking.tasks import Task
+
+_NONE = -1
 
 
 @gin.configurable
 class StabilityMonitor(tf.Module):
-  """Running statistics of the loss and the divergence verdict."""
+  """Running per-task statistics of the loss, and the divergence verdict."""
 
-  def __init__(self, micro_factor: float = 2.0, ema_decay: float = 0.99,
-               warmup_steps: int = 20, auc_floor: float = 0.55,
-               auc_ceiling: float = 0.6, collapse_std: float = 0.01,
+  def __init__(self, tasks: Sequence[Task] = (Task("loss", "binary"),),
+               micro_factor: float = 2.0, blowup_factor: float = 10.0,
+               ema_decay: float = 0.99, warmup_steps: int = 20,
+               auc_floor: float = 0.55, auc_ceiling: float = 0.6,
+               collapse_std: float = 0.01, rmse_factor: float = 10.0,
                collapse_patience_steps: int = 100,
-               explosion_factor: float = 1e3,
                explosion_patience_steps: int = 10):
     super().__init__(name="stability")
+    if not tasks:
+      raise ValueError("StabilityMonitor needs at least one task.")
     if not micro_factor > 1:
       raise ValueError(f"micro_factor must be > 1, got {micro_factor}.")
-    if not explosion_factor > 1:
-      raise ValueError(f"explosion_factor must be > 1, got "
-                       f"{explosion_factor}.")
+    if not blowup_factor > 1:
+      raise ValueError(f"blowup_factor must be > 1, got {blowup_factor}.")
+    if not rmse_factor > 1:
+      raise ValueError(f"rmse_factor must be > 1, got {rmse_factor}.")
+    if not 0 <= ema_decay < 1:
+      raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
     if explosion_patience_steps < 1:
       raise ValueError("explosion_patience_steps must be >= 1, got "
                        f"{explosion_patience_steps}.")
-    self.explosion_factor = explosion_factor
-    self.explosion_patience = explosion_patience_steps
-    self.micro_factor = micro_factor
-    self.ema_decay = ema_decay
-    self.warmup_steps = warmup_steps
-    self.auc_floor, self.auc_ceiling = auc_floor, auc_ceiling
-    self.collapse_std = collapse_std
     if collapse_patience_steps < 0:
       raise ValueError("collapse_patience_steps must be >= 0, got "
                        f"{collapse_patience_steps}.")
+    self.tasks = tuple(tasks)
+    self.micro_factor, self.blowup_factor = micro_factor, blowup_factor
+    self.ema_decay, self.warmup_steps = ema_decay, warmup_steps
+    self.auc_floor, self.auc_ceiling = auc_floor, auc_ceiling
+    self.collapse_std, self.rmse_factor = collapse_std, rmse_factor
     self.collapse_patience = collapse_patience_steps
+    self.explosion_patience = explosion_patience_steps
+    n = len(self.tasks)
     agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
-    self.loss_ema = tf.Variable(0.0, trainable=False, aggregation=agg)
-    self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                    aggregation=agg)
-    self.micro_divergences = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                         aggregation=agg)
-    self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                       aggregation=agg)
-    self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64,
-                                            trainable=False, aggregation=agg)
-    self.best_auc = tf.Variable(0.0, trainable=False, aggregation=agg)
-    self.auc_collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                         aggregation=agg)
-    self.collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                     aggregation=agg)
-    self.collapse_candidate_step = tf.Variable(
-        -1, dtype=tf.int64, trainable=False, aggregation=agg)
-    self.first_loss = tf.Variable(0.0, trainable=False, aggregation=agg)
-    self.explosion_streak = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                        aggregation=agg)
-    self.explosion_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                      aggregation=agg)
-    self.nonfinite_state_step = tf.Variable(-1, dtype=tf.int64,
-                                            trainable=False, aggregation=agg)
 
-  def observe(self, loss: tf.Tensor, step: tf.Tensor,
-              finite: Optional[tf.Tensor] = None):
-    """Updates the statistics with one step's (global) loss; `finite`: the
-    step's loss and gradients were finite (default: the loss is). In-graph.
-    """
-    finite = tf.math.is_finite(loss) if finite is None else finite
-    loss = tf.where(finite, loss, 0.0)
-    self.first_loss.assign(tf.where(
-        finite & (self.finite_steps == 0), loss, self.first_loss))
-    exploding = finite & (self.first_loss > 0) & (
-        loss > self.explosion_factor * self.first_loss)
-    self.explosion_streak.assign(tf.where(
-        exploding, self.explosion_streak + 1, 0))
-    self.explosion_step.assign(tf.where(
-        (self.explosion_step < 0) &
-        (self.explosion_streak >= self.explosion_patience),
-        step - self.explosion_streak + 1, self.explosion_step))
+    def var(value, dtype):
+      return tf.Variable(tf.constant(value, dtype), trainable=False,
+                         aggregation=agg)
+
+    def steps():
+      return var([_NONE] * n, tf.int64)
+
+    # Per step (in the graph).
+    self.level = var([0.0] * n, tf.float32)
+    self.first_loss = var([0.0] * n, tf.float32)
+    self.finite_steps = var(0, tf.int64)
+    self.micro = var([0] * n, tf.int64)
+    self.blowups = var([0] * n, tf.int64)
+    self.first_blowup_step = steps()
+    self.peak_ratio = var([0.0] * n, tf.float32)
+    self.explosion_streak = var([0] * n, tf.int64)
+    self.explosion_step = steps()
+    self.open_blowup_step = var(_NONE, tf.int64)
+    self.open_blowup_task = var(0, tf.int64)
+    self.nonfinite_steps = var(0, tf.int64)
+    self.first_nonfinite_step = var(_NONE, tf.int64)
+    self.nonfinite_loss_step = steps()
+    # Per evaluation and per update (in Python).
+    self.nonfinite_state_step = var(_NONE, tf.int64)
+    self.best_auc = var([0.0] * n, tf.float32)
+    self.auc_collapse_step = steps()
+    self.collapse_candidate = steps()
+    self.collapse_step = steps()
+    self.rmse_candidate = steps()
+    self.rmse_blowup_step = steps()
+    self.nonfinite_eval_step = steps()
+    self.unrecovered_step = var(_NONE, tf.int64)
+    self.unrecovered_task = var(0, tf.int64)
+
+  # -- every step, in the graph ---------------------------------------------
+
+  def observe(self, losses, step, finite: Optional[tf.Tensor] = None):
+    """Updates the statistics with one step's per-task (global) losses, in
+    the order of `tasks`; `finite`: the step's losses and gradients were
+    finite (default: the losses are)."""
+    n = len(self.tasks)
+    losses = tf.reshape(tf.cast(losses, tf.float32), [n])
+    step = tf.cast(step, tf.int64)
+    loss_finite = tf.math.is_finite(losses)
+    finite = tf.reduce_all(loss_finite) if finite is None else finite
+    safe = tf.where(loss_finite, losses, 0.0)
+    seed = self.finite_steps == 0
+    level = tf.where(seed, safe, self.level)
+    ratio = tf.math.divide_no_nan(safe, level)
     warm = self.finite_steps >= self.warmup_steps
-    spike = finite & warm & (loss > self.micro_factor * self.loss_ema)
-    self.micro_divergences.assign_add(tf.cast(spike, tf.int64))
+    micro = finite & warm & (ratio > self.micro_factor)
+    blowup = finite & (ratio > self.blowup_factor)
+    self.micro.assign_add(tf.cast(micro, tf.int64))
+    self.blowups.assign_add(tf.cast(blowup, tf.int64))
+    self.first_blowup_step.assign(tf.where(
+        blowup & (self.first_blowup_step < 0), step, self.first_blowup_step))
+    self.peak_ratio.assign(tf.where(
+        blowup, tf.maximum(self.peak_ratio, ratio), self.peak_ratio))
+    streak = tf.where(blowup, self.explosion_streak + 1, 0)
+    self.explosion_streak.assign(streak)
+    self.explosion_step.assign(tf.where(
+        (self.explosion_step < 0) & (streak >= self.explosion_patience),
+        step - streak + 1, self.explosion_step))
+    opens = tf.reduce_any(blowup) & (self.open_blowup_step < 0)
+    self.open_blowup_task.assign(tf.where(
+        opens, tf.argmax(tf.where(blowup, ratio, 0.0), output_type=tf.int64),
+        self.open_blowup_task))
+    self.open_blowup_step.assign(tf.where(opens, step,
+                                          self.open_blowup_step))
     self.nonfinite_steps.assign_add(tf.cast(~finite, tf.int64))
     self.first_nonfinite_step.assign(tf.where(
         (~finite) & (self.first_nonfinite_step < 0), step,
         self.first_nonfinite_step))
-    decay = tf.where(self.finite_steps > 0, self.ema_decay, 0.0)
-    new_ema = decay * self.loss_ema + (1 - decay) * loss
-    self.loss_ema.assign(tf.where(finite, new_ema, self.loss_ema))
+    self.nonfinite_loss_step.assign(tf.where(
+        (~loss_finite) & (self.nonfinite_loss_step < 0), step,
+        self.nonfinite_loss_step))
+    clipped = tf.minimum(safe, self.micro_factor * level)
+    decay = self.ema_decay
+    new_level = tf.where(seed, safe, decay * level + (1 - decay) * clipped)
+    self.level.assign(tf.where(finite, new_level, self.level))
+    self.first_loss.assign(tf.where(finite & seed, safe, self.first_loss))
     self.finite_steps.assign_add(tf.cast(finite, tf.int64))
 
-  def observe_eval(self, auc: Optional[float],
-                   prediction_std: Optional[float], step: int,
+  # -- after each evaluation and update, in Python -----------------------------
+
+  def observe_eval(self, results: Mapping[str, float], step: int,
                    final: bool = False):
-    """Records the held-out AUC and prediction spread of the primary binary
-    task; marks an AUC collapse or a collapsed model (`final`: the last
-    evaluation of the run, where a collapse needs no patience)."""
-    if auc is None:
-      return
-    if (self.auc_collapse_step.numpy() < 0 and
-        self.best_auc.numpy() >= self.auc_ceiling
-        and auc <= self.auc_floor):
-      self.auc_collapse_step.assign(step)
-    collapsed = (prediction_std is not None and auc <= self.auc_floor and
-                 prediction_std < self.collapse_std)
-    if self.collapse_step.numpy() < 0:
-      if not collapsed:
-        self.collapse_candidate_step.assign(-1)
+    """Judges one evaluation's per-task metrics ("<task>/auc" or
+    "<task>/rmse", "<task>/prediction_std", "<task>/prediction_mean");
+    `final`: the run's last evaluation, where nothing needs patience."""
+    first_loss = self.first_loss.numpy()
+    for i, task in enumerate(self.tasks):
+      value = results.get(f"{task.name}/{task.metric_name}")
+      if value is None:
+        continue
+      if not math.isfinite(value):
+        _set_once(self.nonfinite_eval_step, i, step)
+        continue
+      if task.kind == "binary":
+        best = float(self.best_auc.numpy()[i])
+        if best >= self.auc_ceiling and value <= self.auc_floor:
+          _set_once(self.auc_collapse_step, i, step)
+        std = results.get(f"{task.name}/prediction_std")
+        mean = results.get(f"{task.name}/prediction_mean", 0.5)
+        spread = self.collapse_std * 2 * math.sqrt(
+            min(max(mean, 0.0), 1.0) * (1 - min(max(mean, 0.0), 1.0)))
+        bad = std is not None and value <= self.auc_floor and std < spread
+        self._patiently(self.collapse_candidate, self.collapse_step, i, bad,
+                        step, final)
+        _set(self.best_auc, i, max(best, value))
       else:
-        if self.collapse_candidate_step.numpy() < 0:
-          self.collapse_candidate_step.assign(step)
-        since = int(self.collapse_candidate_step.numpy())
-        if final or step - since >= self.collapse_patience:
-          self.collapse_step.assign(since)
-    self.best_auc.assign(max(float(self.best_auc.numpy()), auc))
+        reference = math.sqrt(max(float(first_loss[i]), 0.0))
+        bad = reference > 0 and value > self.rmse_factor * reference
+        self._patiently(self.rmse_candidate, self.rmse_blowup_step, i, bad,
+                        step, final)
+    opened = int(self.open_blowup_step.numpy())
+    if opened >= 0:
+      if self._healthy(results):
+        self.open_blowup_step.assign(_NONE)
+      elif self.unrecovered_step.numpy() < 0 and (
+          final or step - opened >= self.collapse_patience):
+        self.unrecovered_step.assign(opened)
+        self.unrecovered_task.assign(self.open_blowup_task)
+
+  def _patiently(self, candidate, found, i, bad, step, final):
+    if found.numpy()[i] >= 0:
+      return
+    if not bad:
+      _set(candidate, i, _NONE)
+      return
+    if candidate.numpy()[i] < 0:
+      _set(candidate, i, step)
+    since = int(candidate.numpy()[i])
+    if final or step - since >= self.collapse_patience:
+      _set(found, i, since)
+
+  def _healthy(self, results) -> bool:
+    binary = [t for t in self.tasks if t.kind == "binary"]
+    if binary:
+      auc = results.get(f"{binary[0].name}/auc")
+      return auc is not None and auc >= self.auc_ceiling
+    first_loss = self.first_loss.numpy()
+    for i, task in enumerate(self.tasks):
+      rmse = results.get(f"{task.name}/rmse")
+      if rmse is None or not rmse <= math.sqrt(max(first_loss[i], 0.0)):
+        return False
+    return True
 
   def mark_nonfinite_state(self, step: int):
     """The weights or optimizer state went non-finite by `step`."""
     if self.nonfinite_state_step.numpy() < 0:
       self.nonfinite_state_step.assign(step)
 
+  # -- the verdict -------------------------------------------------------------
+
+  @property
+  def blew_up(self) -> bool:
+    """A blow-up no healthy evaluation has followed yet."""
+    return int(self.open_blowup_step.numpy()) >= 0
+
   @property
   def diverged(self) -> bool:
-    return any(v.numpy() >= 0 for v, _ in self._findings())
+    return bool(self.findings())
 
-  def _findings(self):
-    return [(self.first_nonfinite_step, "non-finite loss or gradient"),
-            (self.explosion_step, f"loss exploded: above "
-             f"{self.explosion_factor:g} x the first loss for "
-             f"{self.explosion_patience} steps"),
-            (self.nonfinite_state_step, "non-finite weights or optimizer "
-             "state after an update"),
-            (self.auc_collapse_step, f"held-out AUC fell to <= "
-             f"{self.auc_floor} after >= {self.auc_ceiling}"),
-            (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor}"
-             f" and prediction std < {self.collapse_std}")]
+  def findings(self):
+    """[(step, reason)] of every full divergence, earliest first."""
+    names = [t.name for t in self.tasks]
+    found = []
+    first = int(self.first_nonfinite_step.numpy())
+    if first >= 0:
+      bad = [names[i] for i, s in enumerate(self.nonfinite_loss_step.numpy())
+             if s >= 0]
+      found.append((first, "non-finite " + (
+          f"loss ({', '.join(bad)})" if bad else "gradient")))
+    state = int(self.nonfinite_state_step.numpy())
+    if state >= 0:
+      found.append((state, "non-finite weights or optimizer state after an "
+                    "update"))
+    per_task = [
+        (self.explosion_step, f"loss above {self.blowup_factor:g}x its "
+         f"recent level for {self.explosion_patience} steps in a row"),
+        (self.nonfinite_eval_step, "non-finite predictions on the held-out "
+         "day"),
+        (self.auc_collapse_step, f"held-out AUC fell to <= {self.auc_floor} "
+         f"after >= {self.auc_ceiling}"),
+        (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor} "
+         f"and prediction std < {self.collapse_std:g} x 2 sqrt(m(1-m))"),
+        (self.rmse_blowup_step, f"held-out RMSE above {self.rmse_factor:g}x "
+         "the untrained model's")]
+    for variable, why in per_task:
+      for i, s in enumerate(variable.numpy()):
+        if s >= 0:
+          found.append((int(s), f"{names[i]}: {why}"))
+    unrecovered = int(self.unrecovered_step.numpy())
+    if unrecovered >= 0:
+      i = int(self.unrecovered_task.numpy())
+      binary = [t.name for t in self.tasks if t.kind == "binary"]
+      healthy = (f"the held-out {binary[0]} AUC" if binary else
+                 "no held-out RMSE")
+      peak = float(self.peak_ratio.numpy()[i])
+      found.append((unrecovered, f"{names[i]}: loss blew up ({peak:.3g}x its "
+                    f"recent level) and {healthy} did not come back to "
+                    + (f">= {self.auc_ceiling}" if binary else
+                       "the untrained model's")))
+    return sorted(found)
 
   def verdict(self) -> Dict:
     """The run summary's stability fields."""
-    found = [(int(v.numpy()), why) for v, why in self._findings()
-             if v.numpy() >= 0]
-    steps = [s for s, _ in found]
-    reasons = [why for _, why in found]
+    found = self.findings()
+    names = [t.name for t in self.tasks]
+    first = self.first_blowup_step.numpy()
+    blowups = {names[i]: {"steps": int(count), "first_step": int(first[i]),
+                          "peak_ratio": float(self.peak_ratio.numpy()[i])}
+               for i, count in enumerate(self.blowups.numpy()) if count}
+    binary = [i for i, t in enumerate(self.tasks) if t.kind == "binary"]
     return {
-        "diverged": bool(reasons),
-        "diverged_at_step": min(steps) if steps else None,
-        "divergence_reason": "; ".join(reasons) or None,
-        "micro_divergences": int(self.micro_divergences.numpy()),
+        "diverged": bool(found),
+        "diverged_at_step": found[0][0] if found else None,
+        "divergence_reason": "; ".join(why for _, why in found) or None,
+        "micro_divergences": int(np.sum(self.micro.numpy())),
+        "micro_divergences_per_task": {
+            names[i]: int(c) for i, c in enumerate(self.micro.numpy())},
+        "blowups": blowups,
         "nonfinite_steps": int(self.nonfinite_steps.numpy()),
-        "best_eval_auc": float(self.best_auc.numpy()),
+        "best_eval_auc": (float(self.best_auc.numpy()[binary[0]])
+                          if binary else None),
+        "initial_losses": {names[i]: float(v) for i, v in
+                           enumerate(self.first_loss.numpy())},
     }
+
+
+def _set(variable, i, value):
+  values = variable.numpy().copy()
+  values[i] = value
+  variable.assign(values)
+
+
+def _set_once(variable, i, value):
+  if variable.numpy()[i] < 0:
+    _set(variable, i, value)
 
 
 def step_is_finite(loss, grads) -> tf.Tensor:

@@ -11,7 +11,9 @@ Everything a person needs to see instability coming is written to
 TensorBoard and metrics.jsonl; the run's verdict goes to summary.json, which
 exists only once the run has ended (a new or resumed run removes the old
 one first). SIGTERM (a preempted VM) checkpoints the current step and
-raises Preempted; rerunning resumes there.
+raises Preempted; rerunning resumes there. With Recovery.enabled, a blow-up
+or a divergence rolls the run back and skips batches (ranking/recovery.py),
+at loop boundaries: the compiled loop does not change.
 """
 
 import contextlib
@@ -31,8 +33,9 @@ from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
 from ranking import integrity
 from ranking.distribution import make_strategy
-from ranking.evaluation import Evaluator, headline, primary
+from ranking.evaluation import Evaluator, headline
 from ranking.model import build_model
+from ranking.recovery import Recovery
 from ranking.stability import (StabilityMonitor, state_is_finite,
                                step_is_finite, zero_if_nonfinite)
 from ranking.summaries import ScalarWriter
@@ -131,7 +134,8 @@ class Trainer:
           name="embedding_adagrad")
       self.dense_optimizer.build(self.model.dense_variables)
       self.embedding_optimizer.build(self.model.embedding_variables)
-      self.monitor = StabilityMonitor()
+      self.monitor = StabilityMonitor(tasks=self.model.tasks)
+      self.recovery = Recovery()
       self.global_step = tf.Variable(
           0, dtype=tf.int64, trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -140,13 +144,28 @@ class Trainer:
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                          for name in ("total", "finite_steps") + tuple(
                              t.name for t in self.model.tasks)}
+    # The configured learning rates (variables); a rollback may scale them.
+    self._rates = [(o, float(o.learning_rate.numpy()))
+                   for o in (self.dense_optimizer, self.embedding_optimizer)
+                   if isinstance(o.learning_rate, tf.Variable)]
+    if self.recovery.lr_factor != 1.0 and len(self._rates) < 2:
+      raise ValueError("Recovery.lr_factor needs learning rates held in "
+                       "variables; a learning-rate schedule cannot be scaled.")
     self.evaluator = Evaluator(self.model, self.strategy)
-    self.checkpoint = tf.train.Checkpoint(
+    # What a rollback restores, and what a checkpoint holds: that and the
+    # recovery's own record, which a rollback must not forget.
+    self.state = tf.train.Checkpoint(
         model=self.model, dense_optimizer=self.dense_optimizer,
         embedding_optimizer=self.embedding_optimizer,
         stability=self.monitor, step=self.global_step)
+    self.checkpoint = tf.train.Checkpoint(
+        model=self.model, dense_optimizer=self.dense_optimizer,
+        embedding_optimizer=self.embedding_optimizer,
+        stability=self.monitor, step=self.global_step,
+        recovery=self.recovery)
     self.checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    self.manager = None  # made in run(), after the checkpoints are checked
+    self.recovery.attach(self.state, self.checkpoint_dir,
+                         self.checkpoint_every, log)
     self._train_loop = self._make_train_loop()
 
   # -- the compiled loop ------------------------------------------------
@@ -181,14 +200,15 @@ class Trainer:
                                             args=(next(iterator),))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
         finite = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, None) == 0
+        per_task = [strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                    per_task[t.name], None) for t in tasks]
         self.global_step.assign_add(1)
-        self.monitor.observe(total, self.global_step, finite)
+        self.monitor.observe(tf.stack(per_task), self.global_step, finite)
         self._loss_sums["total"].assign_add(tf.where(finite, total, 0.0))
         self._loss_sums["finite_steps"].assign_add(tf.cast(finite,
                                                            tf.float32))
-        for name, value in per_task.items():
-          value = strategy.reduce(tf.distribute.ReduceOp.SUM, value, None)
-          self._loss_sums[name].assign_add(tf.where(finite, value, 0.0))
+        for task, value in zip(tasks, per_task):
+          self._loss_sums[task.name].assign_add(tf.where(finite, value, 0.0))
       # The update's result: weights and optimizer slots, once per call.
       return self._state_finite()
 
@@ -223,6 +243,7 @@ class Trainer:
       with self._stop_on_sigterm():
         return self._run()
     finally:
+      self.recovery.close()
       lock.release()
 
   def _start(self) -> Optional[str]:
@@ -239,18 +260,13 @@ class Trainer:
     # The files a run appends to must be writable before anything changes.
     open(os.path.join(self.model_dir, "metrics.jsonl"), "a").close()
     integrity.clean_temporaries(self.model_dir, self.log)
-    # The learning rates are optimizer variables, saved in checkpoints: the
-    # configured ones win over the restored ones (they differ only when
-    # allow_config_change let a new rate through).
-    rates = [(o, float(o.learning_rate.numpy()))
-             for o in (self.dense_optimizer, self.embedding_optimizer)
-             if isinstance(o.learning_rate, tf.Variable)]
     restored = integrity.restore_newest_intact(
         self._restore, self.checkpoint_dir, self.log)
-    for optimizer, rate in rates:
-      optimizer.learning_rate.assign(rate)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, self.checkpoint_dir, max_to_keep=3)
+    # The learning rates are optimizer variables, saved in checkpoints: the
+    # configured ones win over the restored ones (they differ only when
+    # allow_config_change let a new rate through), times the factor of a
+    # rollback still in force.
+    self._apply_rates()
     integrity.write_text_atomically(
         os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
         gin.operative_config_str())
@@ -262,10 +278,19 @@ class Trainer:
       os.remove(summary)  # stale until this run writes its own
     return restored
 
+  def _apply_rates(self):
+    scale = float(self.recovery.lr_scale.numpy())
+    for optimizer, rate in self._rates:
+      optimizer.learning_rate.assign(rate * scale)
+
+  def _iterator(self, start):
+    return iter(self.strategy.distribute_datasets_from_function(
+        lambda ctx: self.window.train_dataset(start, ctx)))
+
   def _restore(self, prefix: str):
     # Every object of the run must come back: a checkpoint without, say,
     # the optimizer's slots or the monitor's state is not intact.
-    self.checkpoint.restore(prefix).assert_existing_objects_matched()
+    self.checkpoint.read(prefix).assert_existing_objects_matched()
     if not bool(self._state_finite()):
       raise ValueError("it holds non-finite values")
 
@@ -274,9 +299,8 @@ class Trainer:
     start = int(self.global_step.numpy())
     if restored:
       self.log(f"resumed from {restored} at step {start}")
-    dataset = self.strategy.distribute_datasets_from_function(
-        lambda ctx: self.window.train_dataset(start, ctx))
-    iterator = iter(dataset)
+    self.recovery.load(start if restored else None)
+    iterator = self._iterator(start)
     day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day))
     step, last_eval, results = start, None, None
     last_saved = start if restored else None
@@ -288,30 +312,44 @@ class Trainer:
                f"({verdict['divergence_reason']})")
     while step < self.total_steps and not (
         self.stop_on_divergence and self.monitor.diverged):
+      if self.recovery.before_loop(step):
+        self._apply_rates()
       n = self._steps_until_boundary(step, day_ends)
       loop_start = time.perf_counter()
-      state_finite = self._train_loop(iterator, tf.constant(n, tf.int64))
+      state_finite = bool(self._train_loop(iterator,
+                                           tf.constant(n, tf.int64)))
       train_seconds += time.perf_counter() - loop_start
       step += n
       interval_steps += n
       if self.crash_at_step is not None and step >= self.crash_at_step:
         os.kill(os.getpid(), signal.SIGKILL)
-      if not bool(state_finite):
+      rolled = self._roll_back_if_needed(state_finite, step, interval_steps,
+                                         train_seconds)
+      if rolled is None and not state_finite:
         step, last_saved = self._recover_finite_state(step)
         interval_steps = 0
         break
-      if self._stop_signal is not None:
+      if rolled is None and self._stop_signal is not None:
         self._write_train(step, interval_steps, train_seconds)
-        self._save(step)
+        prefix = self._save(step)
+        if step % self.checkpoint_every:
+          self.recovery.persist(step)
         self.writer.flush()
-        raise Preempted(step, self.manager.latest_checkpoint)
-      if step % self.summary_every == 0 or step == self.total_steps:
+        raise Preempted(step, prefix)
+      if rolled is None and (step % self.summary_every == 0 or
+                             step == self.total_steps):
         self._write_train(step, interval_steps, train_seconds)
         train_seconds, interval_steps = 0.0, 0
-      if (step % self.eval_every == 0 or step in day_ends or
-          step == self.total_steps):
+      if rolled is None and (step % self.eval_every == 0 or step in day_ends
+                             or step == self.total_steps):
         results = self._evaluate(step)
         last_eval = step
+        rolled = self._roll_back_if_needed(True, step, 0, 0.0)
+      if rolled is not None:
+        step = last_saved = rolled
+        iterator = self._iterator(step)
+        last_eval, train_seconds, interval_steps = None, 0.0, 0
+        continue
       if step % self.checkpoint_every == 0 or step == self.total_steps:
         self._save(step)
         last_saved = step
@@ -326,6 +364,32 @@ class Trainer:
       self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
+
+  def _roll_back_if_needed(self, state_finite, step, interval_steps,
+                           train_seconds) -> Optional[int]:
+    """Asks the recovery policy; on a rollback, records it, saves the
+    rolled-back state and returns the step training resumes at."""
+    trigger = self.recovery.trigger(self.monitor, state_finite, step)
+    if trigger is None:
+      return None
+    if interval_steps:  # the losses up to the spike stay on record
+      self._write_train(step, interval_steps, train_seconds)
+    event = self.recovery.roll_back(*trigger, step, self.total_steps)
+    if event is None:
+      return None
+    resume = event["resumed_at_step"]
+    self.global_step.assign(resume)
+    self._apply_rates()
+    for v in self._loss_sums.values():
+      v.assign(0.0)
+    self.writer.write("recovery", step, {
+        "rollbacks": event["rollback"], "spike_step": event["spike_step"],
+        "restored_step": event["restored_step"],
+        "skipped_batches": float(self.recovery.skipped.numpy()),
+        "resumed_at_step": resume,
+        "lr_scale": float(self.recovery.lr_scale.numpy())})
+    self._save(resume)
+    return resume
 
   def _recover_finite_state(self, step):
     """The update made weights or optimizer state non-finite by `step`:
@@ -370,6 +434,8 @@ class Trainer:
       n = min(n, min(later))
     if self.crash_at_step is not None and self.crash_at_step > step:
       n = min(n, self.crash_at_step - step)
+    if self.recovery.enabled:
+      n = min(n, self.recovery.steps_to_boundary(step))
     return max(n, 1)
 
   def _write_train(self, step, steps, elapsed):
@@ -388,8 +454,12 @@ class Trainer:
     scalars["examples_per_second"] = examples_per_s
     scalars["learning_rate"] = float(
         tf.convert_to_tensor(self.dense_optimizer.learning_rate))
-    scalars["micro_divergences"] = int(
-        self.monitor.micro_divergences.numpy())
+    micro, blowups = self.monitor.micro.numpy(), self.monitor.blowups.numpy()
+    scalars["micro_divergences"] = int(micro.sum())
+    scalars["blowups"] = int(blowups.sum())
+    for i, task in enumerate(self.model.tasks):
+      scalars[f"{task.name}/micro_divergences"] = int(micro[i])
+      scalars[f"{task.name}/blowups"] = int(blowups[i])
     diagnostics = self.dense_optimizer.diagnostics()
     min_sigma = min((float(d["sigma"]) for d in diagnostics.values()),
                     default=1.0)
@@ -407,19 +477,23 @@ class Trainer:
 
   def _evaluate(self, step):
     results = self.evaluator.evaluate(self.eval_dataset)
-    self.monitor.observe_eval(*primary(self.model, results), step,
-                              final=step >= self.total_steps)
+    self.monitor.observe_eval(results, step, final=step >= self.total_steps)
     self.writer.write("eval", step, results)
     self.log(f"eval day {self.window.eval_day} at step {step}: "
              f"{headline(results)}")
     return results
 
-  def _save(self, step):
+  def _save(self, step) -> Optional[str]:
     if not bool(self._state_finite()):
       self.log(f"not checkpointing step {step}: non-finite weights or "
                "optimizer state")
-      return
-    self.manager.save(checkpoint_number=step)
+      return None
+    prefix = integrity.save_checkpoint(self.checkpoint, self.checkpoint_dir,
+                                       step, keep=3,
+                                       every=self.checkpoint_every)
+    if step % self.checkpoint_every == 0:
+      self.recovery.clear()  # the disk now holds what a resume knows
+    return prefix
 
   def _write_summary(self, step, results) -> Dict:
     summary = {
@@ -428,6 +502,7 @@ class Trainer:
         "eval_day": self.window.eval_day,
         "final_metrics": results,
         **self.monitor.verdict(),
+        "recovery": self.recovery.summary(),
     }
     return integrity.write_json_atomically(
         os.path.join(self.model_dir, "summary.json"), summary)

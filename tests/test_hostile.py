@@ -191,7 +191,7 @@ def restored_trainer(model_dir, step):
     trainer = Trainer(model_dir, log=lambda _: None)
   finally:
     gin.clear_config()
-  trainer.checkpoint.restore(ckpt(model_dir, step))
+  trainer.checkpoint.read(ckpt(model_dir, step))
   return trainer
 
 
