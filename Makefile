@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train table2 table2-calibrate table2-report bench-optim bench-data clean
+.PHONY: install test train table2 table2-calibrate table2-report table2-rejudge bench-optim bench-data bench-rollback clean
 
 install: $(STAMP)
 
@@ -41,6 +41,16 @@ table2-calibrate: install
 # Rewrites table, figures and claims from the committed results only.
 table2-report: install
 	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin --report_only
+
+# Re-judges the committed runs with today's divergence detector (about two
+# minutes): results/table2_cpu/rejudged.md.
+table2-rejudge: install
+	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin --rejudge
+
+# Naive Adagrad at 2x on CPU Large+DCN, 3 seeds, with and without rollback
+# (about 10 minutes): results/rollback/naive2x.md.
+bench-rollback: install
+	$(PY) bench/rollback_naive2x.py --output=results/rollback/naive2x.md
 
 # Step time of every optimizer on the Small and Large MLPs (several minutes).
 bench-optim: install

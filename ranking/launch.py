@@ -64,8 +64,12 @@ def final_table(summary: Dict, model_dir: str) -> str:
   verdict = ("DIVERGED at step "
              f"{summary['diverged_at_step']} ({summary['divergence_reason']})"
              if summary["diverged"] else "did not diverge")
+  recovery = summary.get("recovery") or {}
+  healed = (f"; rollbacks: {recovery['rollbacks']} "
+            f"({recovery['skipped_batches']} batches skipped)"
+            if recovery.get("rollbacks") else "")
   lines += ["", f"The run {verdict}; micro-divergences: "
-            f"{summary['micro_divergences']}.",
+            f"{summary['micro_divergences']}{healed}.",
             f"Summary: {os.path.join(model_dir, 'summary.json')}",
             f"TensorBoard: tensorboard --logdir {model_dir}"]
   return "\n".join(lines)

@@ -2,6 +2,7 @@
 
   python -m sweeps --gin_file=configs/table2_cpu.gin          # the CPU grid
   python -m sweeps --gin_file=configs/table2_cpu.gin --report_only
+  python -m sweeps --gin_file=configs/table2_cpu.gin --rejudge
 
 Runs already finished are skipped; a run killed midway resumes from its
 checkpoints. Stopping the sweep (Ctrl-C, SIGTERM, even SIGKILL) stops its
@@ -31,6 +32,10 @@ flags.DEFINE_multi_string("gin_param", [], "Sweep bindings, applied last.")
 flags.DEFINE_bool("report_only", False,
                   "Only (re)write the table, figures and claims from the "
                   "results directory; start no run.")
+flags.DEFINE_bool("rejudge", False,
+                  "Only re-judge the collected runs with today's divergence "
+                  "detector (sweeps/rejudge.py): results/<name>/"
+                  "rejudged.md; start no run.")
 FLAGS = flags.FLAGS
 
 
@@ -67,6 +72,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.gin_file:
     raise app.UsageError("Give --gin_file, e.g. configs/table2_cpu.gin.")
+  if FLAGS.rejudge:
+    from sweeps import rejudge  # pylint: disable=g-import-not-at-top
+    # It builds models: every configurable registers before gin locks.
+    sweep = grid.load_sweep(FLAGS.gin_file, FLAGS.gin_param)
+    print(f"wrote {rejudge.write(sweep, log=lambda s: print(s, flush=True))}")
+    return 0
   sweep = grid.load_sweep(FLAGS.gin_file, FLAGS.gin_param)
   if not FLAGS.report_only:
     start = time.time()

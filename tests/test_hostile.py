@@ -30,11 +30,11 @@ from data.source import InMemorySource
 from data.window import MovingWindow
 from optim import ScaledAdagrad, rules
 from ranking import integrity, launch
-from ranking.stability import StabilityMonitor, state_is_finite, step_is_finite
+from ranking.stability import state_is_finite, step_is_finite
 from ranking.summaries import ScalarWriter
+from tests.runs import TINY, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["configs/small_clippy.gin", "configs/tiny.gin"]
 # ckpt-40, ckpt-80, ckpt-120 of the tiny run (checkpoint every 40 steps).
 BASE_STEPS = 120
 
@@ -43,26 +43,6 @@ def strict_loads(text):
   def refuse(name):
     raise ValueError(f"bare {name} in JSON")
   return json.loads(text, parse_constant=refuse)
-
-
-def train(model_dir, params=(), gin_files=TINY, trainer_hook=None):
-  """Builds and runs a Trainer in this process; returns (summary or the
-  exception raised, log lines)."""
-  lines = []
-  gin.clear_config()
-  try:
-    launch.parse_gin(gin_files, list(params))
-    launch.prepare_model_dir(model_dir)
-    from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
-    trainer = Trainer(model_dir, log=lines.append)
-    if trainer_hook:
-      trainer_hook(trainer)
-    try:
-      return trainer.run(), lines
-    except (ValueError, RuntimeError) as e:
-      return e, lines
-  finally:
-    gin.clear_config()
 
 
 def snapshot(model_dir):
@@ -549,21 +529,6 @@ def test_the_guard_checks_gradients_not_only_the_loss():
                             tf.constant([3, 1]))
   assert not bool(step_is_finite(loss, [sparse]))
   assert not bool(step_is_finite(tf.constant(float("nan")), []))
-
-
-def test_a_finite_but_exploding_loss_is_full_divergence():
-  monitor = StabilityMonitor(explosion_factor=1e3, explosion_patience_steps=3)
-  # First loss 2; 1e33 > 1e3 * 2 on steps 3, 4, 5: divergence dated 3.
-  for step, loss in enumerate([2.0, 1.5, 1e33, 1e33, 1e33, 1e33], 1):
-    monitor.observe(tf.constant(loss), tf.constant(step, tf.int64))
-  verdict = monitor.verdict()
-  assert verdict["diverged"] and verdict["diverged_at_step"] == 3
-  assert verdict["divergence_reason"].startswith("loss exploded")
-  # A spike that comes back within the patience is no divergence.
-  brief = StabilityMonitor(explosion_factor=1e3, explosion_patience_steps=3)
-  for step, loss in enumerate([2.0, 1e33, 1e33, 1.0, 1e33], 1):
-    brief.observe(tf.constant(loss), tf.constant(step, tf.int64))
-  assert not brief.diverged
 
 
 def poison_after_loop(at_step, pick, value, recheck):

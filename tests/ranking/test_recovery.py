@@ -11,20 +11,18 @@ import signal
 import subprocess
 import sys
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ranking import launch
 from ranking.recovery import Recovery
 from ranking.stability import StabilityMonitor
 from ranking.tasks import Task
 from ranking.trainer import Preempted
+from tests.runs import TINY, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-TINY = ["configs/small_clippy.gin", "configs/tiny.gin"]
 # The tiny run is 200 steps: the policy is scaled down with it (PaLM's
 # 100 / 200-500 steps are for runs of 1e5 steps).
 PROTECT = ["Recovery.enabled = True", "Recovery.rollback_steps = 5",
@@ -33,24 +31,6 @@ FAULT = ["MovingWindow.faults = @CorruptBatches()",
          "CorruptBatches.steps = (100, 101, 102)"]
 TWO_FAULTS = ["MovingWindow.faults = @CorruptBatches()",
               "CorruptBatches.steps = (100, 101, 102, 146)"]
-
-
-def train(model_dir, params=(), hook=None):
-  lines = []
-  gin.clear_config()
-  try:
-    launch.parse_gin(TINY, list(params))
-    launch.prepare_model_dir(model_dir)
-    from ranking.trainer import Trainer  # pylint: disable=g-import-not-at-top
-    trainer = Trainer(model_dir, log=lines.append)
-    if hook:
-      hook(trainer)
-    try:
-      return trainer.run(), lines
-    except Preempted as e:
-      return e, lines
-  finally:
-    gin.clear_config()
 
 
 def train_subprocess(model_dir, params):
@@ -218,7 +198,7 @@ def test_preempted_after_a_rollback_the_resumed_run_ends_identically(
 
     trainer._train_loop = loop  # pylint: disable=protected-access
 
-  stopped, _ = train(model_dir, params, hook=sigterm_at_145)
+  stopped, _ = train(model_dir, params, trainer_hook=sigterm_at_145)
   assert isinstance(stopped, Preempted) and stopped.step == 145
   # Off the periodic grid: the snapshots in memory go with it (the newest
   # N / K + 2 = 3 of those since the checkpoint of step 120).

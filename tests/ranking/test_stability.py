@@ -87,12 +87,32 @@ def test_a_blowup_the_model_does_not_come_back_from_is_divergence():
   assert ended.verdict()["diverged_at_step"] == 2
 
 
-def test_auc_collapse_after_learning_on_any_binary_task():
-  monitor = StabilityMonitor(tasks=[CLICK, Task("like", "binary")])
-  for step, auc in [(10, 0.58), (20, 0.65), (30, 0.6), (40, 0.52)]:
-    monitor.observe_eval({"click/auc": 0.7, "like/auc": auc}, step)
-    assert monitor.diverged == (step == 40)
+def test_an_auc_that_falls_after_learning_and_stays_down():
+  monitor = StabilityMonitor(tasks=[CLICK], collapse_patience_steps=100)
+  for step, auc in [(10, 0.58), (20, 0.65), (30, 0.6), (40, 0.52),
+                    (139, 0.5)]:
+    monitor.observe_eval({"click/auc": auc}, step)
+    assert not monitor.diverged  # fallen at 40, but not for 100 steps yet
+  monitor.observe_eval({"click/auc": 0.5}, 140)
+  assert monitor.verdict()["diverged_at_step"] == 40
   assert monitor.verdict()["divergence_reason"] == (
+      "click: held-out AUC fell to <= 0.55 after >= 0.6")
+  dip = StabilityMonitor(tasks=[CLICK])  # a dip at a shift of the data
+  for step, auc in [(10, 0.7), (20, 0.5), (30, 0.72)]:
+    dip.observe_eval({"click/auc": auc}, step)
+  assert not dip.diverged
+
+
+def test_other_binary_tasks_are_judged_at_the_end():
+  tasks = [CLICK, Task("like", "binary")]
+  noisy = StabilityMonitor(tasks=tasks, collapse_patience_steps=10)
+  for step, auc in [(10, 0.65), (20, 0.5), (40, 0.5), (60, 0.62)]:
+    noisy.observe_eval({"click/auc": 0.7, "like/auc": auc}, step)
+  assert not noisy.diverged  # down for 40 steps, then back
+  ended = StabilityMonitor(tasks=tasks)
+  ended.observe_eval({"click/auc": 0.7, "like/auc": 0.65}, 10)
+  ended.observe_eval({"click/auc": 0.7, "like/auc": 0.5}, 20, final=True)
+  assert ended.verdict()["divergence_reason"] == (
       "like: held-out AUC fell to <= 0.55 after >= 0.6")
 
 
