@@ -1,6 +1,7 @@
 """What train.py and eval.py share: gin setup, checks before any work, and
 the final report."""
 
+import logging
 import os
 import shutil
 from typing import Dict
@@ -16,6 +17,11 @@ import data.synthetic  # pylint: disable=unused-import
 import optim  # pylint: disable=unused-import
 from ranking import trainer as trainer_lib
 from ranking.gin_files import parse_gin  # pylint: disable=unused-import
+
+# TensorFlow's own INFO lines (one per checkpoint written) would drown the
+# progress lines; its warnings and errors still show.
+logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
 
 def prepare_model_dir(model_dir: str):
   """Creates model_dir; fails before any work if it cannot be written."""

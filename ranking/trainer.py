@@ -312,8 +312,9 @@ class Trainer:
                f"({verdict['divergence_reason']})")
     while step < self.total_steps and not (
         self.stop_on_divergence and self.monitor.diverged):
-      if self.recovery.before_loop(step):
+      if self.recovery.before_loop(step):  # a learning-rate factor ended
         self._apply_rates()
+        self.writer.write("recovery", step, {"lr_scale": 1.0})
       n = self._steps_until_boundary(step, day_ends)
       loop_start = time.perf_counter()
       state_finite = bool(self._train_loop(iterator,
