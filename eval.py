@@ -78,6 +78,7 @@ def run_config(model_dir: str, allow_imports: bool) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  launch.quiet_tensorflow_info(FLAGS["verbosity"])
   if not os.path.isdir(FLAGS.model_dir):
     raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
         "is not a directory." if os.path.exists(FLAGS.model_dir)

@@ -42,6 +42,7 @@ def _stopped_while_building(signum, frame):  # pylint: disable=unused-argument
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  launch.quiet_tensorflow_info(FLAGS["verbosity"])
   # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
   # through Python, so a model_dir this launch created is removed again.
   signal.signal(signal.SIGTERM, _stopped_while_building)

@@ -1,7 +1,6 @@
 """What train.py and eval.py share: gin setup, checks before any work, and
 the final report."""
 
-import logging
 import os
 import shutil
 from typing import Dict
@@ -18,10 +17,6 @@ import optim  # pylint: disable=unused-import
 from ranking import trainer as trainer_lib
 from ranking.gin_files import parse_gin  # pylint: disable=unused-import
 
-# TensorFlow's own INFO lines (one per checkpoint written) would drown the
-# progress lines; its warnings and errors still show.
-logging.getLogger("tensorflow").setLevel(logging.WARNING)
-
 
 def prepare_model_dir(model_dir: str):
   """Creates model_dir; fails before any work if it cannot be written."""
@@ -33,6 +28,14 @@ def prepare_model_dir(model_dir: str):
     raise PermissionError(f"Cannot create model_dir {model_dir}: {e}") from e
   if not os.access(model_dir, os.W_OK | os.X_OK):
     raise PermissionError(f"model_dir {model_dir} is not writable.")
+
+
+def quiet_tensorflow_info(verbosity_flag):
+  """TensorFlow's own INFO lines (one per checkpoint written) would drown
+  the progress lines: shown only when --verbosity is given."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if not verbosity_flag.present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
