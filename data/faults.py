@@ -23,13 +23,14 @@ class CorruptBatches:
   """Corrupts the labels of the training batches of `steps`."""
 
   def __init__(self, steps: Sequence[int] = gin.REQUIRED,
-               label_scale: float = 1e3, flip_binary: bool = True):
+               label_scale: float = 1e3, flip_binary: bool = True,
+               nonfinite: bool = False):
     """Args:
       steps: the steps whose batches are corrupted, numbered as the logs
         number them (step s trains on batch s - 1 of the stream).
-      label_scale: regression labels are multiplied by this (float("nan")
-        makes the step non-finite).
+      label_scale: regression labels are multiplied by this.
       flip_binary: binary labels become 1 - label.
+      nonfinite: regression labels become NaN instead (a non-finite step).
     """
     steps = tuple(steps)
     for step in steps:
@@ -39,7 +40,7 @@ class CorruptBatches:
     if not steps:
       raise ValueError("CorruptBatches.steps is empty: nothing to corrupt.")
     self.steps, self.label_scale = steps, float(label_scale)
-    self.flip_binary = flip_binary
+    self.flip_binary, self.nonfinite = flip_binary, nonfinite
 
   def __call__(self, step: tf.Tensor, rows: Dict[str, tf.Tensor],
                schema: Schema) -> Dict[str, tf.Tensor]:
@@ -52,6 +53,8 @@ class CorruptBatches:
         if not self.flip_binary:
           continue
         bad = tf.cast(1, value.dtype) - value
+      elif self.nonfinite:
+        bad = tf.fill(tf.shape(value), tf.constant(float("nan"), value.dtype))
       else:
         bad = value * tf.cast(self.label_scale, value.dtype)
       out[label.name] = tf.where(hit, bad, value)

@@ -327,8 +327,9 @@ def save_checkpoint(checkpoint, directory: str, step: int, keep: int,
                     every: int) -> str:
   """Writes `checkpoint` as `directory`/ckpt-`step` and prunes: kept are the
   newest `keep` checkpoints whose step is a multiple of `every` (the
-  periodic ones, which are also restore points) and the newest one of all
-  (where a preempted run resumes). Returns the prefix written."""
+  periodic ones, which are also restore points) and this one, the newest
+  (where a preempted run resumes), which the state file names. Returns the
+  prefix written."""
   os.makedirs(directory, exist_ok=True)
   prefix = os.path.join(directory, f"ckpt-{step}")
   for path in checkpoint_files(prefix):  # a rollback can come back to it
@@ -336,12 +337,13 @@ def save_checkpoint(checkpoint, directory: str, step: int, keep: int,
   checkpoint.write(prefix)
   candidates = checkpoint_candidates(directory)
   periodic = [p for s, p in candidates if s % every == 0][:keep]
-  kept = set(periodic) | {candidates[0][1]}
+  kept = set(periodic) | {prefix}
   for _, old in candidates:
     if old not in kept:
       for path in checkpoint_files(old):
         os.remove(path)
-  _record_state(directory, [p for _, p in reversed(candidates) if p in kept])
+  _record_state(directory, [p for _, p in reversed(candidates)
+                            if p in kept and p != prefix] + [prefix])
   return prefix
 
 

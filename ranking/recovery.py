@@ -11,8 +11,9 @@ and after an evaluation); the compiled loop is unchanged. A rollback is
 triggered by a blow-up (ranking/stability.py: a task's loss above
 blowup_factor x its recent level) or by any full divergence, including
 non-finite weights after an update. It restores the newest restore point
-at least `rollback_steps` before the spike (the oldest one kept when none
-is that old), skips `skip_batches` batches from there, optionally
+at least `rollback_steps` before the spike (the oldest one kept before the
+spike when none is that old), skips `skip_batches` batches from there (and
+at least the spike's own batch), optionally
 multiplies the learning rates by `lr_factor` for `lr_factor_steps` steps,
 and goes on. After `max_rollbacks` the run is left to the detector (and
 stops if it diverges).
@@ -59,7 +60,8 @@ class Recovery(tf.Module):
       rollback_steps: N, restore a point at least this many steps before
         the spike.
       restore_every_steps: K, a snapshot in memory every K steps.
-      skip_batches: M, batches of the stream skipped from the restored step.
+      skip_batches: M, batches of the stream skipped from the restored step
+        (at least up to the spike's own batch).
       max_rollbacks: the retry budget of the whole run.
       lr_factor: learning rates x this after a rollback (1: unchanged); a
         rollback while a factor is in force multiplies it again.
@@ -79,6 +81,9 @@ class Recovery(tf.Module):
                        f">= 1, got {restore_every_steps!r}.")
     if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor):
       raise ValueError(f"Recovery.lr_factor must be > 0, got {lr_factor!r}.")
+    if lr_factor != 1 and not lr_factor_steps:
+      raise ValueError(f"Recovery.lr_factor = {lr_factor} needs "
+                       "Recovery.lr_factor_steps > 0 (how long it lasts).")
     self.enabled = enabled
     self.rollback_steps, self.every = rollback_steps, restore_every_steps
     self.skip_batches, self.max_rollbacks = skip_batches, max_rollbacks
@@ -96,10 +101,12 @@ class Recovery(tf.Module):
     self._ring: List[int] = []
     self._spent_logged = False
 
-  def attach(self, state: tf.train.Checkpoint, checkpoint_dir: str,
-             periodic_every: int, log: Callable[[str], None]):
-    """`state`: what a rollback restores (not this module)."""
-    self._state, self._dir = state, checkpoint_dir
+  def attach(self, state: tf.train.Checkpoint, step: tf.Variable,
+             checkpoint_dir: str, periodic_every: int,
+             log: Callable[[str], None]):
+    """`state`: what a rollback restores (not this module), `step` among
+    it; `periodic_every`: the trainer's checkpoint period."""
+    self._state, self._step, self._dir = state, step, checkpoint_dir
     self._periodic, self.log = periodic_every, log
 
   # -- restore points --------------------------------------------------------
@@ -122,13 +129,18 @@ class Recovery(tf.Module):
       self.lr_scale_until.assign(-1)
       self.log(f"step {step}: learning rates back to the configured ones")
       changed = True
-    if self.enabled and step % self.every == 0 and step not in self._ring:
-      self._state.write(f"{self._ring_dir}/ckpt-{step}")
-      self._ring.append(step)
-      keep = self.rollback_steps // self.every + 2
-      while len(self._ring) > keep:
-        self._drop(self._ring.pop(0))
+    if self.enabled and step % self.every == 0:
+      self._snapshot(step)
     return changed
+
+  def _snapshot(self, step):
+    if step in self._ring:
+      return
+    self._state.write(f"{self._ring_dir}/ckpt-{step}")
+    self._ring.append(step)
+    keep = self.rollback_steps // self.every + 2
+    while len(self._ring) > keep:
+      self._drop(self._ring.pop(0))
 
   def _drop(self, step):
     for path in tf.io.gfile.glob(f"{self._ring_dir}/ckpt-{step}.*"):
@@ -165,13 +177,19 @@ class Recovery(tf.Module):
     os.replace(target + ".tmp", target)
 
   def load(self, restored_step: Optional[int]):
-    """At the start of a run: reads back the snapshots persisted with the
-    checkpoint that was restored (others are stale and removed)."""
+    """At the start of a run: the restore points an uninterrupted run would
+    hold now. Reads back the snapshots persisted with the checkpoint that
+    was restored (others are stale and removed); a checkpoint written right
+    after a rollback is its resume point, which a rollback snapshots."""
     self._ring = []
     target = self._persisted_dir()
-    for stale in (target + ".tmp",):
-      if os.path.isdir(stale):
-        shutil.rmtree(stale)
+    if os.path.isdir(target + ".tmp"):
+      shutil.rmtree(target + ".tmp")
+    events = json.loads(self.events.numpy().decode())
+    if (self.enabled and not os.path.isdir(target) and events and
+        events[-1]["resumed_at_step"] == restored_step and
+        restored_step % self._periodic):
+      self._snapshot(restored_step)
     if not os.path.isdir(target):
       return
     try:
@@ -231,19 +249,25 @@ class Recovery(tf.Module):
                 total_steps: int) -> Optional[Dict]:
     """Restores the state of a restore point before `spike`, moves the step
     past the skipped batches and records the event; None when there is no
-    restore point at all."""
-    points = self._restore_points()
+    restore point before the spike."""
+    points = [p for p in self._restore_points() if p[0] < spike]
     if not points:
-      self.log(f"step {step}: {why}; no restore point to roll back to")
+      self.log(f"step {step}: {why} at step {spike}; no restore point "
+               "before it: not rolling back")
       return None
-    wanted = spike - self.rollback_steps
-    older = [p for p in points if p[0] <= wanted]
+    older = [p for p in points if p[0] <= spike - self.rollback_steps]
     target, path, where = older[0] if older else points[-1]
-    self._state.read(path).assert_existing_objects_matched()
-    if where == "disk":
-      integrity.discard_checkpoints_after(self._dir, target)
+    # A disk checkpoint also holds this module's record: not restored.
+    self._state.read(path).expect_partial().assert_existing_objects_matched()
+    # Checkpoints after the target are a future that is rolled back (one
+    # written on SIGTERM, say): a resume must not pick them.
+    integrity.discard_checkpoints_after(self._dir, target)
     self.clear()
-    resume = min(target + self.skip_batches, total_steps)
+    # M batches from the target, and at least the spike's own batch.
+    resume = min(max(target + self.skip_batches, spike), total_steps)
+    self._step.assign(resume)
+    if resume % self._periodic:
+      self._snapshot(resume)  # the resume point is a restore point
     count = int(self.rollbacks.numpy()) + 1
     self.rollbacks.assign(count)
     self.skipped.assign_add(resume - target)

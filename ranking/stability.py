@@ -12,8 +12,10 @@ Every step, inside the compiled loop, on each task's loss (global batch):
   - explosion: a blow-up for `explosion_patience_steps` steps in a row (at a
     learning rate of 1e4 the loss reaches ~1e33 and stays finite).
   The recent level is an exponential moving average whose input is clipped
-  at `micro_factor` x the level: a spike does not raise the level it is
-  judged against, while a lasting shift still moves it.
+  at `micro_factor` x the level, and which is never above `micro_factor` x
+  the step's loss: a spike does not raise the level it is judged against,
+  a lasting shift still moves it, and a level seeded by a bad first batch
+  comes down at the next step.
 After each evaluation, in Python, per task:
   - binary: the held-out AUC falls to <= `auc_floor` after having reached
     >= `auc_ceiling`; or the task has collapsed: AUC <= `auc_floor` with
@@ -25,8 +27,9 @@ After each evaluation, in Python, per task:
     base rate for hundreds of steps before it learns (AGC on Large in the
     CPU Table 2: like, share, comment at AUC ~0.5, std < 0.001, until step
     ~200, then 0.61-0.66);
-  - regression: the held-out RMSE above `rmse_factor` x the untrained
-    model's (the square root of the task's first loss);
+  - regression: the held-out RMSE above `rmse_factor` x the lower of the
+    untrained model's (the square root of the task's first loss) and the
+    best held-out RMSE so far;
   - any task: non-finite predictions.
   A fall, a collapse or an RMSE blow-up counts once it has lasted
   `collapse_patience_steps` (or is still there at the final evaluation)
@@ -123,6 +126,7 @@ class StabilityMonitor(tf.Module):
     # Per evaluation and per update (in Python).
     self.nonfinite_state_step = var(_NONE, tf.int64)
     self.best_auc = var([0.0] * n, tf.float32)
+    self.best_rmse = var([0.0] * n, tf.float32)
     self.fall_candidate = steps()
     self.auc_collapse_step = steps()
     self.collapse_candidate = steps()
@@ -177,7 +181,11 @@ class StabilityMonitor(tf.Module):
         self.nonfinite_loss_step))
     clipped = tf.minimum(safe, self.micro_factor * level)
     decay = self.ema_decay
-    new_level = tf.where(seed, safe, decay * level + (1 - decay) * clipped)
+    # Never above micro_factor x the loss: after a spike at the very first
+    # step (a corrupt first batch) the level comes straight back down.
+    moved = tf.minimum(decay * level + (1 - decay) * clipped,
+                       self.micro_factor * safe)
+    new_level = tf.where(seed, safe, moved)
     self.level.assign(tf.where(finite, new_level, self.level))
     self.first_loss.assign(tf.where(finite & seed, safe, self.first_loss))
     self.finite_steps.assign_add(tf.cast(finite, tf.int64))
@@ -189,7 +197,6 @@ class StabilityMonitor(tf.Module):
     """Judges one evaluation's per-task metrics ("<task>/auc" or
     "<task>/rmse", "<task>/prediction_std", "<task>/prediction_mean");
     `final`: the run's last evaluation, where nothing needs patience."""
-    first_loss = self.first_loss.numpy()
     for i, task in enumerate(self.tasks):
       value = results.get(f"{task.name}/{task.metric_name}")
       if value is None:
@@ -215,10 +222,12 @@ class StabilityMonitor(tf.Module):
                         step, final, patient)
         _set(self.best_auc, i, max(best, value))
       else:
-        reference = math.sqrt(max(float(first_loss[i]), 0.0))
+        reference = self._rmse_reference(i)
         bad = reference > 0 and value > self.rmse_factor * reference
         self._patiently(self.rmse_candidate, self.rmse_blowup_step, i, bad,
                         step, final, True)
+        best = float(self.best_rmse.numpy()[i])
+        _set(self.best_rmse, i, value if best <= 0 else min(best, value))
     opened = int(self.open_blowup_step.numpy())
     if opened >= 0:
       if self._healthy(results):
@@ -243,15 +252,20 @@ class StabilityMonitor(tf.Module):
     if final or (patient and step - since >= self.collapse_patience):
       _set(found, i, since)
 
+  def _rmse_reference(self, i) -> float:
+    untrained = math.sqrt(max(float(self.first_loss.numpy()[i]), 0.0))
+    best = float(self.best_rmse.numpy()[i])  # 0: no evaluation yet
+    return min(untrained, best) if best > 0 else untrained
+
   def _healthy(self, results) -> bool:
     binary = [t for t in self.tasks if t.kind == "binary"]
     if binary:
       auc = results.get(f"{binary[0].name}/auc")
       return auc is not None and auc >= self.auc_ceiling
-    first_loss = self.first_loss.numpy()
     for i, task in enumerate(self.tasks):
       rmse = results.get(f"{task.name}/rmse")
-      if rmse is None or not rmse <= math.sqrt(max(first_loss[i], 0.0)):
+      if rmse is None or not rmse <= math.sqrt(
+          max(float(self.first_loss.numpy()[i]), 0.0)):
         return False
     return True
 
@@ -295,7 +309,7 @@ class StabilityMonitor(tf.Module):
         (self.collapse_step, f"collapsed: held-out AUC <= {self.auc_floor} "
          f"and prediction std < {self.collapse_std:g} x 2 sqrt(m(1-m))"),
         (self.rmse_blowup_step, f"held-out RMSE above {self.rmse_factor:g}x "
-         "the untrained model's")]
+         "the untrained model's or the best")]
     for variable, why in per_task:
       for i, s in enumerate(variable.numpy()):
         if s >= 0:

@@ -164,7 +164,7 @@ class Trainer:
         stability=self.monitor, step=self.global_step,
         recovery=self.recovery)
     self.checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    self.recovery.attach(self.state, self.checkpoint_dir,
+    self.recovery.attach(self.state, self.global_step, self.checkpoint_dir,
                          self.checkpoint_every, log)
     self._train_loop = self._make_train_loop()
 
@@ -379,7 +379,6 @@ class Trainer:
     if event is None:
       return None
     resume = event["resumed_at_step"]
-    self.global_step.assign(resume)
     self._apply_rates()
     for v in self._loss_sums.values():
       v.assign(0.0)

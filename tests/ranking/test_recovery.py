@@ -64,10 +64,10 @@ def test_the_newest_restore_point_at_least_n_steps_before_the_spike(tmp_path):
   x = tf.Variable(0.0)
   step = tf.Variable(0, dtype=tf.int64)
   recovery = Recovery(enabled=True, rollback_steps=7, restore_every_steps=5,
-                      skip_batches=4)
+                      skip_batches=12)
   lines = []
-  recovery.attach(tf.train.Checkpoint(x=x, step=step), str(tmp_path), 100,
-                  lines.append)
+  recovery.attach(tf.train.Checkpoint(x=x, step=step), step, str(tmp_path),
+                  100, lines.append)
   monitor = StabilityMonitor(tasks=[Task("click", "binary")])
   for s in range(0, 20):
     step.assign(s)
@@ -78,38 +78,67 @@ def test_the_newest_restore_point_at_least_n_steps_before_the_spike(tmp_path):
   assert trigger == (16, "non-finite weights or optimizer state after an "
                      "update")
   event = recovery.roll_back(*trigger, step=16, total_steps=100)
-  # Newest snapshot at <= 16 - 7 = 9: step 5; then batches 6..9 skipped.
-  assert float(x.numpy()) == 5.0 and int(step.numpy()) == 5
-  assert event["restored_step"] == 5 and event["resumed_at_step"] == 9
+  # Newest snapshot at <= 16 - 7 = 9: step 5; then batches 6..17 skipped.
+  assert float(x.numpy()) == 5.0 and int(step.numpy()) == 17
+  assert event["restored_step"] == 5 and event["resumed_at_step"] == 17
   assert event["restored_from"] == "memory"
   assert recovery.summary()["rollbacks"] == 1
-  assert recovery.summary()["skipped_batches"] == 4
-  assert any("skipped 4 batches (those of steps 6..9)" in l for l in lines)
-  # The snapshots are forgotten: the next rollback has none left.
+  assert recovery.summary()["skipped_batches"] == 12
+  assert any("skipped 12 batches (those of steps 6..17)" in l for l in lines)
+  # The snapshots are forgotten but for the resume point, 17: none is
+  # before a spike at 16 (never restore a state from after the spike).
   assert recovery.roll_back(16, "again", step=16, total_steps=100) is None
+  assert any("no restore point before it" in l for l in lines)
   with pytest.raises(ValueError, match="restore_every_steps"):
     Recovery(restore_every_steps=0)
+  with pytest.raises(ValueError, match="lr_factor_steps"):
+    Recovery(lr_factor=0.5)
 
 
-def test_the_retry_budget_and_the_compounded_learning_rate_factor(tmp_path):
+def test_the_skip_covers_the_spike_the_budget_and_the_lr_factor(tmp_path):
   x = tf.Variable(0.0)
+  step = tf.Variable(0, dtype=tf.int64)
   recovery = Recovery(enabled=True, rollback_steps=0, restore_every_steps=1,
                       skip_batches=1, max_rollbacks=2, lr_factor=0.5,
                       lr_factor_steps=10)
   lines = []
-  recovery.attach(tf.train.Checkpoint(x=x), str(tmp_path), 100, lines.append)
+  recovery.attach(tf.train.Checkpoint(x=x, step=step), step, str(tmp_path),
+                  100, lines.append)
   monitor = StabilityMonitor(tasks=[Task("click", "binary")])
   recovery.before_loop(0)
   first = recovery.roll_back(3, "spike", step=3, total_steps=100)
-  assert first["lr_scale"] == 0.5 and first["lr_scale_until_step"] == 11
+  # Restored step 0, 1 batch to skip, but the spike's batch (step 3) too.
+  assert first["resumed_at_step"] == 3 and first["skipped_batches"] == 3
+  assert first["lr_scale"] == 0.5 and first["lr_scale_until_step"] == 13
   recovery.before_loop(1)
   second = recovery.roll_back(3, "spike", step=3, total_steps=100)
+  assert second["restored_step"] == 1
   assert second["lr_scale"] == 0.25  # inside the first factor's steps
   assert recovery.trigger(monitor, False, 4) is None  # budget spent
   assert any("rollback budget (2) is spent" in l for l in lines)
   assert recovery.steps_to_boundary(5) == 1
-  recovery.before_loop(12)  # past lr_scale_until_step
+  recovery.before_loop(13)  # the factor's last step
   assert float(recovery.lr_scale.numpy()) == 1.0
+
+
+def test_a_rollback_discards_the_future_and_the_newest_save_is_named(
+    tmp_path):
+  from ranking import integrity  # pylint: disable=g-import-not-at-top
+  directory = str(tmp_path / "checkpoints")
+  checkpoint = tf.train.Checkpoint(x=tf.Variable(1.0))
+  for step in (40, 80, 95):  # 95: a SIGTERM checkpoint, off the grid
+    integrity.save_checkpoint(checkpoint, directory, step, keep=3, every=40)
+  assert integrity.discard_checkpoints_after(directory, 85) == [
+      os.path.join(directory, "ckpt-95")]
+  # After the rollback to 85 the run goes on from 87: that is the newest.
+  integrity.save_checkpoint(checkpoint, directory, 87, keep=3, every=40)
+  assert [s for s, _ in integrity.checkpoint_candidates(directory)] == [
+      87, 80, 40]
+  assert tf.train.latest_checkpoint(directory).endswith("ckpt-87")
+  for step in (120, 160, 200):  # three periodic ones, and 87 goes
+    integrity.save_checkpoint(checkpoint, directory, step, keep=3, every=40)
+  assert [s for s, _ in integrity.checkpoint_candidates(directory)] == [
+      200, 160, 120]
 
 
 # -- on the tiny config -----------------------------------------------------------

@@ -51,6 +51,22 @@ def test_an_early_blowup_counts_inside_the_warmup():
   assert not monitor.diverged  # not yet: it may come back
 
 
+def test_a_corrupt_first_batch_does_not_blind_the_detector():
+  monitor = StabilityMonitor(tasks=[TIME], collapse_patience_steps=0)
+  feed(monitor, [[8.5e6], [4.0], [4.0], [4e4]])
+  # Step 2 brings the level down to 2 x 4 = 8; step 3 to 7.96; step 4 is
+  # 4e4 / 7.96 ~ 5000x it.
+  assert monitor.first_blowup_step.numpy()[0] == 4
+  # The RMSE bar: 10x the lower of the untrained RMSE (sqrt 8.5e6 = 2915)
+  # and the best so far (1.0).
+  monitor.observe_eval({"time/rmse": 1.0}, 5)
+  monitor.observe_eval({"time/rmse": 9.0}, 6)
+  assert not monitor.diverged
+  monitor.observe_eval({"time/rmse": 30.0}, 7)
+  assert monitor.verdict()["divergence_reason"].startswith(
+      "time: held-out RMSE above 10x")
+
+
 def test_a_finite_but_exploding_loss_is_full_divergence():
   monitor = StabilityMonitor(tasks=[CLICK], explosion_patience_steps=3)
   # The level stays ~2 (clipped input); 1e33 on steps 3, 4, 5: dated 3.
@@ -165,7 +181,7 @@ def test_rmse_blowup_against_the_untrained_model_and_nonfinite_metrics():
   verdict = monitor.verdict()
   assert verdict["diverged_at_step"] == 10
   assert verdict["divergence_reason"] == (
-      "time: held-out RMSE above 10x the untrained model's")
+      "time: held-out RMSE above 10x the untrained model's or the best")
   nan = StabilityMonitor(tasks=[CLICK])
   nan.observe_eval({"click/auc": float("nan")}, 7)
   assert nan.verdict()["divergence_reason"] == (
