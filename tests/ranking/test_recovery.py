@@ -121,6 +121,26 @@ def test_the_skip_covers_the_spike_the_budget_and_the_lr_factor(tmp_path):
   assert float(recovery.lr_scale.numpy()) == 1.0
 
 
+def test_corrupt_batches_hits_the_steps_as_logged():
+  from data.faults import CorruptBatches  # pylint: disable=g-import-not-at-top
+  from data.schema import Label, Schema  # pylint: disable=g-import-not-at-top
+  schema = Schema(labels=(Label("click", "binary"),
+                          Label("time", "regression")))
+  rows = {"click": tf.constant([1.0, 0.0]), "time": tf.constant([2.0, 3.0])}
+  faults = CorruptBatches(steps=(5,), label_scale=10.0)
+  hit = faults(tf.constant(4, tf.int64), rows, schema)  # batch 4: step 5
+  np.testing.assert_array_equal(hit["click"], [0.0, 1.0])
+  np.testing.assert_array_equal(hit["time"], [20.0, 30.0])
+  miss = faults(tf.constant(5, tf.int64), rows, schema)
+  np.testing.assert_array_equal(miss["time"], [2.0, 3.0])
+  nan = CorruptBatches(steps=(1,), nonfinite=True)(
+      tf.constant(0, tf.int64), rows, schema)
+  assert np.isnan(nan["time"]).all()
+  for steps in ((), (0,), (1.5,)):
+    with pytest.raises(ValueError, match="CorruptBatches.steps"):
+      CorruptBatches(steps=steps)
+
+
 def test_a_rollback_discards_the_future_and_the_newest_save_is_named(
     tmp_path):
   from ranking import integrity  # pylint: disable=g-import-not-at-top
