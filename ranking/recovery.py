@@ -47,6 +47,17 @@ _RING = "ram://restore_points"
 _ids = itertools.count()
 
 
+def skipped_in_all(events) -> int:
+  """Batches skipped by a sequence of rollbacks, counted once: a rollback
+  to step t undoes what came after t, skips included."""
+  spans = []
+  for event in events:
+    t, resume = event["restored_step"], event["resumed_at_step"]
+    spans = [(a, min(b, t)) for a, b in spans if a < t]
+    spans.append((t, resume))
+  return sum(b - a for a, b in spans)
+
+
 @gin.configurable
 class Recovery(tf.Module):
   """The rollback policy, its restore points and its checkpointed state."""
@@ -92,7 +103,7 @@ class Recovery(tf.Module):
     self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  aggregation=agg)
     self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
-                               aggregation=agg)
+                               aggregation=agg)  # skipped_in_all(events)
     self.lr_scale = tf.Variable(1.0, trainable=False, aggregation=agg)
     self.lr_scale_until = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                       aggregation=agg)
@@ -100,6 +111,7 @@ class Recovery(tf.Module):
     self._ring_dir = f"{_RING}/{os.getpid()}-{next(_ids)}"
     self._ring: List[int] = []
     self._spent_logged = False
+    self._no_point_logged = None
 
   def attach(self, state: tf.train.Checkpoint, step: tf.Variable,
              checkpoint_dir: str, periodic_every: int,
@@ -182,16 +194,20 @@ class Recovery(tf.Module):
     was restored (others are stale and removed); a checkpoint written right
     after a rollback is its resume point, which a rollback snapshots."""
     self._ring = []
-    target = self._persisted_dir()
-    if os.path.isdir(target + ".tmp"):
-      shutil.rmtree(target + ".tmp")
+    if os.path.isdir(self._persisted_dir() + ".tmp"):
+      shutil.rmtree(self._persisted_dir() + ".tmp")
+    if self._read_persisted(restored_step):
+      return
     events = json.loads(self.events.numpy().decode())
-    if (self.enabled and not os.path.isdir(target) and events and
+    if (self.enabled and events and
         events[-1]["resumed_at_step"] == restored_step and
         restored_step % self._periodic):
       self._snapshot(restored_step)
+
+  def _read_persisted(self, restored_step) -> bool:
+    target = self._persisted_dir()
     if not os.path.isdir(target):
-      return
+      return False
     try:
       with open(os.path.join(target, "anchor")) as f:
         anchor = json.load(f)
@@ -202,7 +218,7 @@ class Recovery(tf.Module):
       matches = False
     if not matches:
       shutil.rmtree(target)
-      return
+      return False
     for step in steps:
       for path in tf.io.gfile.glob(os.path.join(target, f"ckpt-{step}.*")):
         tf.io.gfile.copy(path, f"{self._ring_dir}/{os.path.basename(path)}",
@@ -210,6 +226,7 @@ class Recovery(tf.Module):
     self._ring = steps
     self.log(f"read {len(steps)} restore point(s) kept with the SIGTERM "
              f"checkpoint (steps {', '.join(map(str, steps))})")
+    return True
 
   def _restore_points(self) -> List[Tuple[int, str, str]]:
     """[(step, path, 'memory' | 'disk')], newest first."""
@@ -245,18 +262,29 @@ class Recovery(tf.Module):
       return None
     return min(found)
 
+  def target_for(self, spike: int):
+    """(step, path, 'memory' | 'disk', at least N before) of the restore
+    point a spike at `spike` goes back to; None if there is none before
+    it."""
+    points = [p for p in self._restore_points() if p[0] < spike]
+    if not points:
+      return None
+    older = [p for p in points if p[0] <= spike - self.rollback_steps]
+    return (older[0] if older else points[-1]) + (bool(older),)
+
   def roll_back(self, spike: int, why: str, step: int,
                 total_steps: int) -> Optional[Dict]:
     """Restores the state of a restore point before `spike`, moves the step
     past the skipped batches and records the event; None when there is no
     restore point before the spike."""
-    points = [p for p in self._restore_points() if p[0] < spike]
-    if not points:
-      self.log(f"step {step}: {why} at step {spike}; no restore point "
-               "before it: not rolling back")
+    chosen = self.target_for(spike)
+    if chosen is None:
+      if self._no_point_logged != spike:
+        self.log(f"step {step}: {why} at step {spike}; no restore point "
+                 "before it: not rolling back")
+        self._no_point_logged = spike
       return None
-    older = [p for p in points if p[0] <= spike - self.rollback_steps]
-    target, path, where = older[0] if older else points[-1]
+    target, path, where, older = chosen
     # A disk checkpoint also holds this module's record: not restored.
     self._state.read(path).expect_partial().assert_existing_objects_matched()
     # Checkpoints after the target are a future that is rolled back (one
@@ -270,7 +298,6 @@ class Recovery(tf.Module):
       self._snapshot(resume)  # the resume point is a restore point
     count = int(self.rollbacks.numpy()) + 1
     self.rollbacks.assign(count)
-    self.skipped.assign_add(resume - target)
     event = {"rollback": count, "detected_at_step": step,
              "spike_step": spike, "reason": why, "restored_step": target,
              "restored_from": where, "skipped_batches": resume - target,
@@ -283,8 +310,9 @@ class Recovery(tf.Module):
       self.lr_scale_until.assign(resume + self.lr_factor_steps)
       event.update(lr_scale=scale,
                    lr_scale_until_step=resume + self.lr_factor_steps)
-    events = json.loads(self.events.numpy().decode())
-    self.events.assign(json.dumps(events + [event]))
+    events = json.loads(self.events.numpy().decode()) + [event]
+    self.events.assign(json.dumps(events))
+    self.skipped.assign(skipped_in_all(events))
     self.log(
         f"rollback {count}/{self.max_rollbacks} at step {step}: {why} at step "
         f"{spike}; restored step {target} (from {where}"
@@ -295,6 +323,10 @@ class Recovery(tf.Module):
         + (f"; learning rates x{event['lr_scale']:g} until step "
            f"{resume + self.lr_factor_steps}" if "lr_scale" in event else ""))
     return event
+
+  def skipped_batches(self) -> int:
+    """Batches of the stream the run never trained on, so far."""
+    return int(self.skipped.numpy())
 
   def summary(self) -> Dict:
     return {"enabled": self.enabled,

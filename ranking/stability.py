@@ -15,7 +15,8 @@ Every step, inside the compiled loop, on each task's loss (global batch):
   at `micro_factor` x the level, and which is never above `micro_factor` x
   the step's loss: a spike does not raise the level it is judged against,
   a lasting shift still moves it, and a level seeded by a bad first batch
-  comes down at the next step.
+  comes down at the next step (the bad first batch itself has no level to
+  be judged against, and is not seen).
 After each evaluation, in Python, per task:
   - binary: the held-out AUC falls to <= `auc_floor` after having reached
     >= `auc_ceiling`; or the task has collapsed: AUC <= `auc_floor` with
@@ -268,6 +269,18 @@ class StabilityMonitor(tf.Module):
           max(float(self.first_loss.numpy()[i]), 0.0)):
         return False
     return True
+
+  # Counts of what happened, which a rollback must not undo (the verdict's
+  # own state is rolled back with the weights).
+  _TALLIES = ("micro", "blowups", "first_blowup_step", "peak_ratio",
+              "nonfinite_steps")
+
+  def tallies(self):
+    return {name: getattr(self, name).numpy() for name in self._TALLIES}
+
+  def restore_tallies(self, tallies):
+    for name, value in tallies.items():
+      getattr(self, name).assign(value)
 
   def mark_nonfinite_state(self, step: int):
     """The weights or optimizer state went non-finite by `step`."""

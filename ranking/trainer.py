@@ -373,11 +373,13 @@ class Trainer:
     trigger = self.recovery.trigger(self.monitor, state_finite, step)
     if trigger is None:
       return None
-    if interval_steps:  # the losses up to the spike stay on record
-      self._write_train(step, interval_steps, train_seconds)
+    if self.recovery.target_for(trigger[0]) is not None and interval_steps:
+      self._write_train(step, interval_steps, train_seconds)  # the spike
+    tallies = self.monitor.tallies()  # what happened stays counted
     event = self.recovery.roll_back(*trigger, step, self.total_steps)
     if event is None:
       return None
+    self.monitor.restore_tallies(tallies)
     resume = event["resumed_at_step"]
     self._apply_rates()
     for v in self._loss_sums.values():
@@ -385,7 +387,7 @@ class Trainer:
     self.writer.write("recovery", step, {
         "rollbacks": event["rollback"], "spike_step": event["spike_step"],
         "restored_step": event["restored_step"],
-        "skipped_batches": float(self.recovery.skipped.numpy()),
+        "skipped_batches": self.recovery.skipped_batches(),
         "resumed_at_step": resume,
         "lr_scale": float(self.recovery.lr_scale.numpy())})
     self._save(resume)

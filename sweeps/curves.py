@@ -24,15 +24,19 @@ def read_metrics(run_directory: str) -> Dict[str, Dict[int, Dict]]:
     path += ".gz"
   if not os.path.exists(path):
     raise FileNotFoundError(f"No metrics.jsonl(.gz) in {run_directory}.")
-  with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-    for line_number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {line_number} is not JSON: {e}") from e
-      out.setdefault(record["split"], {})[int(record["step"])] = record
+  try:
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
+      for line_number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(
+              f"{path} line {line_number} is not JSON: {e}") from e
+        out.setdefault(record["split"], {})[int(record["step"])] = record
+  except (EOFError, OSError) as e:  # a truncated or corrupt .gz
+    raise ValueError(f"{path} cannot be read: {type(e).__name__}: {e}") from e
   return out
 
 

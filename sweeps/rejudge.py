@@ -87,7 +87,11 @@ def write(sweep, log=print) -> str:
   summaries = runner.load_results(sweep, runs_dir)
   if not summaries:
     raise FileNotFoundError(f"No finished runs in {runs_dir}.")
-  with open(os.path.join(runner.results_dir(sweep), "runs.csv")) as f:
+  listing = os.path.join(runner.results_dir(sweep), "runs.csv")
+  if not os.path.exists(listing):
+    raise FileNotFoundError(f"{listing} is missing; write it with `python -m "
+                            "sweeps --gin_file=... --report_only` first.")
+  with open(listing) as f:
     table = {r["run"]: r for r in csv.DictReader(f)}
   cache: Dict[tuple, Dict[str, float]] = {}
   rows: List[tuple] = []

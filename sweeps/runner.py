@@ -49,7 +49,11 @@ def read_summary(directory: str) -> Optional[Dict]:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not JSON ({e}); move the run away or "
+                       "rerun it.") from e
 
 
 def load_results(sweep: grid.Sweep, directory: str) -> Dict[str, Dict]:

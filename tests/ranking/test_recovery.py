@@ -121,6 +121,19 @@ def test_the_skip_covers_the_spike_the_budget_and_the_lr_factor(tmp_path):
   assert float(recovery.lr_scale.numpy()) == 1.0
 
 
+def test_skipped_batches_are_counted_once_across_rollbacks():
+  from ranking.recovery import skipped_in_all  # pylint: disable=g-import-not-at-top
+  # 91 -> 100, then back to 80 (undoing the first) -> 101, again -> 102:
+  # steps 81..102 were never trained on.
+  events = [{"restored_step": 91, "resumed_at_step": 100},
+            {"restored_step": 80, "resumed_at_step": 101},
+            {"restored_step": 80, "resumed_at_step": 102}]
+  assert skipped_in_all(events) == 22
+  # Disjoint rollbacks add up.
+  assert skipped_in_all([{"restored_step": 10, "resumed_at_step": 15},
+                         {"restored_step": 50, "resumed_at_step": 58}]) == 13
+
+
 def test_corrupt_batches_hits_the_steps_as_logged():
   from data.faults import CorruptBatches  # pylint: disable=g-import-not-at-top
   from data.schema import Label, Schema  # pylint: disable=g-import-not-at-top
@@ -200,6 +213,8 @@ def test_the_protected_run_heals_and_ends_where_the_clean_one_does(runs):
                    "skipped_batches": 8, "resumed_at_step": 103}
   assert "loss blew up" in event["reason"]
   assert summary["recovery"]["skipped_batches"] == 8
+  # The rollback undid the weights, not the record of what happened.
+  assert summary["blowups"]["watch_time"]["first_step"] == 100
   assert any(l.startswith("rollback 1/3 at step 100:") for l in lines)
   with open(os.path.join(model_dir, "metrics.jsonl")) as f:
     records = [json.loads(l) for l in f]
