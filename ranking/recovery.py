@@ -102,8 +102,6 @@ class Recovery(tf.Module):
     agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
     self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  aggregation=agg)
-    self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
-                               aggregation=agg)  # skipped_in_all(events)
     self.lr_scale = tf.Variable(1.0, trainable=False, aggregation=agg)
     self.lr_scale_until = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                       aggregation=agg)
@@ -198,7 +196,7 @@ class Recovery(tf.Module):
       shutil.rmtree(self._persisted_dir() + ".tmp")
     if self._read_persisted(restored_step):
       return
-    events = json.loads(self.events.numpy().decode())
+    events = self._events()
     if (self.enabled and events and
         events[-1]["resumed_at_step"] == restored_step and
         restored_step % self._periodic):
@@ -310,9 +308,8 @@ class Recovery(tf.Module):
       self.lr_scale_until.assign(resume + self.lr_factor_steps)
       event.update(lr_scale=scale,
                    lr_scale_until_step=resume + self.lr_factor_steps)
-    events = json.loads(self.events.numpy().decode()) + [event]
+    events = self._events() + [event]
     self.events.assign(json.dumps(events))
-    self.skipped.assign(skipped_in_all(events))
     self.log(
         f"rollback {count}/{self.max_rollbacks} at step {step}: {why} at step "
         f"{spike}; restored step {target} (from {where}"
@@ -324,15 +321,18 @@ class Recovery(tf.Module):
            f"{resume + self.lr_factor_steps}" if "lr_scale" in event else ""))
     return event
 
+  def _events(self) -> List[Dict]:
+    return json.loads(self.events.numpy().decode())
+
   def skipped_batches(self) -> int:
     """Batches of the stream the run never trained on, so far."""
-    return int(self.skipped.numpy())
+    return skipped_in_all(self._events())
 
   def summary(self) -> Dict:
     return {"enabled": self.enabled,
             "rollbacks": int(self.rollbacks.numpy()),
-            "skipped_batches": int(self.skipped.numpy()),
-            "events": json.loads(self.events.numpy().decode())}
+            "skipped_batches": self.skipped_batches(),
+            "events": self._events()}
 
   def close(self):
     """Frees the memory snapshots."""

@@ -154,15 +154,11 @@ class Trainer:
     self.evaluator = Evaluator(self.model, self.strategy)
     # What a rollback restores, and what a checkpoint holds: that and the
     # recovery's own record, which a rollback must not forget.
-    self.state = tf.train.Checkpoint(
-        model=self.model, dense_optimizer=self.dense_optimizer,
-        embedding_optimizer=self.embedding_optimizer,
-        stability=self.monitor, step=self.global_step)
-    self.checkpoint = tf.train.Checkpoint(
-        model=self.model, dense_optimizer=self.dense_optimizer,
-        embedding_optimizer=self.embedding_optimizer,
-        stability=self.monitor, step=self.global_step,
-        recovery=self.recovery)
+    state = dict(model=self.model, dense_optimizer=self.dense_optimizer,
+                 embedding_optimizer=self.embedding_optimizer,
+                 stability=self.monitor, step=self.global_step)
+    self.state = tf.train.Checkpoint(**state)
+    self.checkpoint = tf.train.Checkpoint(**state, recovery=self.recovery)
     self.checkpoint_dir = os.path.join(model_dir, "checkpoints")
     self.recovery.attach(self.state, self.global_step, self.checkpoint_dir,
                          self.checkpoint_every, log)
