@@ -44,7 +44,8 @@ RESUME_MAY_DIFFER = (
     "Trainer.max_steps", "Trainer.eval_every_steps",
     "Trainer.checkpoint_every_steps", "Trainer.summary_every_steps",
     "Trainer.steps_per_loop", "Trainer.eval_batch_size",
-    "Trainer.crash_at_step", "Trainer.log", "Trainer.strategy",
+    "Trainer.crash_at_step", "Trainer.crash_signal",
+    "Trainer.crash_worker", "Trainer.log", "Trainer.strategy",
     "Trainer.allow_config_change", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
 )

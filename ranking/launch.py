@@ -14,7 +14,9 @@ import data.kuairand  # pylint: disable=unused-import
 import data.movielens  # pylint: disable=unused-import
 import data.synthetic  # pylint: disable=unused-import
 import optim  # pylint: disable=unused-import
+from ranking import roles
 from ranking import trainer as trainer_lib
+from ranking.distribution import make_strategy
 from ranking.gin_files import parse_gin  # pylint: disable=unused-import
 
 
@@ -46,12 +48,15 @@ def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
   recorded settings, checkpoints) and only then records the operative
   config, so a refused launch leaves the old one untouched."""
   parse_gin(gin_files, gin_params)
+  # First, before the gin-built source runs any op: a multi-worker
+  # strategy configures the collective ops at program startup.
+  strategy = make_strategy()
   existed = bool(model_dir) and os.path.isdir(model_dir)
   prepare_model_dir(model_dir)
   try:
-    return trainer_lib.Trainer(model_dir)
+    return trainer_lib.Trainer(model_dir, strategy=strategy)
   except BaseException:
-    if not existed:
+    if not existed and roles.role_of(strategy).chief:
       shutil.rmtree(model_dir, ignore_errors=True)
     raise
 

@@ -17,6 +17,7 @@ at loop boundaries: the compiled loop does not change.
 """
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -32,6 +33,7 @@ from data.source import Source
 from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
 from ranking import integrity
+from ranking import roles
 from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline
 from ranking.model import build_model
@@ -66,6 +68,8 @@ class Trainer:
                eval_batch_size: int = 4096,
                stop_on_divergence: bool = True,
                crash_at_step: Optional[int] = None,
+               crash_signal: str = "SIGKILL",
+               crash_worker: Optional[int] = None,
                strategy: Optional[tf.distribute.Strategy] = None,
                seed: int = 0,
                allow_config_change: bool = False,
@@ -84,8 +88,11 @@ class Trainer:
       max_steps: stop after this many steps (None: the whole schedule).
       eval_batch_size: batch of the evaluation.
       stop_on_divergence: stop once the run has fully diverged.
-      crash_at_step: fault injection for tests: SIGKILL this process right
-        after this step.
+      crash_at_step: fault injection for tests: send `crash_signal` to
+        this process right after this step.
+      crash_signal: "SIGKILL" (a crash) or "SIGTERM" (a preemption).
+      crash_worker: with several workers, only the one of this index is
+        signalled (None: every process).
       strategy: a tf.distribute strategy (default: make_strategy()).
       seed: of the model's initial weights (the data has its own seeds).
       allow_config_change: resume a model_dir whose recorded operative
@@ -116,15 +123,24 @@ class Trainer:
     self.summary_every = summary_every_steps
     self.stop_on_divergence = stop_on_divergence
     self.crash_at_step = crash_at_step
+    if crash_signal not in ("SIGKILL", "SIGTERM"):
+      raise ValueError("Trainer.crash_signal must be 'SIGKILL' or 'SIGTERM', "
+                       f"got {crash_signal!r}.")
+    self.crash_signal = getattr(signal, crash_signal)
+    self.crash_worker = crash_worker
     self.log = log
     self.strategy = strategy or make_strategy()
+    self.role = roles.role_of(self.strategy)
     self.window = MovingWindow(source)
     self.total_steps = min(self.window.total_steps,
                            max_steps or self.window.total_steps)
     # Built once: making a dataset traces the source's row function.
     self.eval_dataset = self.window.eval_dataset(eval_batch_size)
-    self.writer = ScalarWriter(model_dir)
+    self.writer = ScalarWriter(model_dir, enabled=self.role.chief)
     tf.keras.utils.set_random_seed(seed)
+    # Host-side bookkeeping, read and written between loops only: outside
+    # the strategy (a string variable cannot be broadcast to workers).
+    self.recovery = Recovery()
     with self.strategy.scope():
       self.model = build_model(source.schema)
       self.model(source.rows(tf.range(2)))
@@ -135,7 +151,6 @@ class Trainer:
       self.dense_optimizer.build(self.model.dense_variables)
       self.embedding_optimizer.build(self.model.embedding_variables)
       self.monitor = StabilityMonitor(tasks=self.model.tasks)
-      self.recovery = Recovery()
       self.global_step = tf.Variable(
           0, dtype=tf.int64, trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -151,6 +166,11 @@ class Trainer:
     if self.recovery.lr_factor != 1.0 and len(self._rates) < 2:
       raise ValueError("Recovery.lr_factor needs learning rates held in "
                        "variables; a learning-rate schedule cannot be scaled.")
+    if self.recovery.enabled and self.role.num_workers > 1:
+      raise ValueError("Recovery.enabled is not supported with several "
+                       "workers yet: its restore points and rollbacks are "
+                       "written by one process. Train without it, or on one "
+                       "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
     # What a rollback restores, and what a checkpoint holds: that and the
     # recovery's own record, which a rollback must not forget.
@@ -234,13 +254,16 @@ class Trainer:
         checkpoints none of which can be restored.
       Preempted: SIGTERM arrived; the current step was checkpointed.
     """
-    lock = integrity.RunLock(self.model_dir, self.log).acquire()
+    lock = (integrity.RunLock(self.model_dir, self.log).acquire()
+            if self.role.chief else None)
     try:
       with self._stop_on_sigterm():
         return self._run()
     finally:
       self.recovery.close()
-      lock.release()
+      self.role.discard_scratch()
+      if lock is not None:
+        lock.release()
 
   def _start(self) -> Optional[str]:
     """Checks the run directory and resumes; returns the checkpoint
@@ -253,16 +276,21 @@ class Trainer:
                                   self.allow_config_change, self.log)
     integrity.check_resume_data(self.model_dir, self.window,
                                 self.allow_config_change, self.log)
-    # The files a run appends to must be writable before anything changes.
-    open(os.path.join(self.model_dir, "metrics.jsonl"), "a").close()
-    integrity.clean_temporaries(self.model_dir, self.log)
+    chief = self.role.chief
+    if chief:
+      # The files a run appends to must be writable before anything changes.
+      open(os.path.join(self.model_dir, "metrics.jsonl"), "a").close()
+      integrity.clean_temporaries(self.model_dir, self.log)
+    # Every worker restores the chief's checkpoint; only the chief repairs.
     restored = integrity.restore_newest_intact(
-        self._restore, self.checkpoint_dir, self.log)
+        self._restore, self.checkpoint_dir, self.log, repair=chief)
     # The learning rates are optimizer variables, saved in checkpoints: the
     # configured ones win over the restored ones (they differ only when
     # allow_config_change let a new rate through), times the factor of a
     # rollback still in force.
     self._apply_rates()
+    if not chief:
+      return restored
     integrity.write_text_atomically(
         os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
         gin.operative_config_str())
@@ -318,18 +346,18 @@ class Trainer:
       train_seconds += time.perf_counter() - loop_start
       step += n
       interval_steps += n
-      if self.crash_at_step is not None and step >= self.crash_at_step:
-        os.kill(os.getpid(), signal.SIGKILL)
+      if self._crash_due(step - n, step):
+        os.kill(os.getpid(), self.crash_signal)
       rolled = self._roll_back_if_needed(state_finite, step, interval_steps,
                                          train_seconds)
       if rolled is None and not state_finite:
         step, last_saved = self._recover_finite_state(step)
         interval_steps = 0
         break
-      if rolled is None and self._stop_signal is not None:
+      if rolled is None and self._stop_requested():
         self._write_train(step, interval_steps, train_seconds)
         prefix = self._save(step)
-        if step % self.checkpoint_every:
+        if step % self.checkpoint_every and self.role.chief:
           self.recovery.persist(step)
         self.writer.flush()
         raise Preempted(step, prefix)
@@ -396,7 +424,7 @@ class Trainer:
     self.log(f"non-finite weights or optimizer state after step {step}; "
              "restoring the newest checkpoint")
     restored = integrity.restore_newest_intact(
-        self._restore, self.checkpoint_dir, self.log)
+        self._restore, self.checkpoint_dir, self.log, repair=self.role.chief)
     self.monitor.mark_nonfinite_state(step)
     if restored is None:
       self.log("no checkpoint to restore: the run ends without a finite "
@@ -405,6 +433,27 @@ class Trainer:
     now = int(self.global_step.numpy())
     self.log(f"restored {restored} (step {now})")
     return now, None
+
+  def _crash_due(self, before: int, after: int) -> bool:
+    """Whether the fault injection fires in the loop (before, after]."""
+    return (self.crash_at_step is not None and
+            before < self.crash_at_step <= after and
+            self.crash_worker in (None, self.role.index))
+
+  def _stop_requested(self) -> bool:
+    """Whether SIGTERM reached this process or, with several workers, any
+    of them: they agree at every loop boundary (a one-number all-reduce),
+    so all of them checkpoint the same step and stop together."""
+    if self.role.num_workers == 1:
+      return self._stop_signal is not None
+    return bool(self._any_worker(tf.constant(
+        self._stop_signal is not None, tf.float32)))
+
+  @tf.function
+  def _any_worker(self, flag):
+    per_replica = self.strategy.run(tf.identity, args=(flag,))
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                axis=None) > 0
 
   @contextlib.contextmanager
   def _stop_on_sigterm(self):
@@ -486,9 +535,15 @@ class Trainer:
       self.log(f"not checkpointing step {step}: non-finite weights or "
                "optimizer state")
       return None
-    prefix = integrity.save_checkpoint(self.checkpoint, self.checkpoint_dir,
-                                       step, keep=3,
-                                       every=self.checkpoint_every)
+    if not self.role.chief:  # its part of the collective save; discarded
+      self.checkpoint.write(os.path.join(
+          self.role.checkpoint_dir(self.checkpoint_dir), f"ckpt-{step}"))
+      self.role.discard_scratch()
+      prefix = os.path.join(self.checkpoint_dir, f"ckpt-{step}")
+    else:
+      prefix = integrity.save_checkpoint(
+          self.checkpoint, self.checkpoint_dir, step, keep=3,
+          every=self.checkpoint_every)
     if step % self.checkpoint_every == 0:
       self.recovery.clear()  # the disk now holds what a resume knows
     return prefix
@@ -502,5 +557,7 @@ class Trainer:
         **self.monitor.verdict(),
         "recovery": self.recovery.summary(),
     }
+    if not self.role.chief:
+      return json.loads(integrity.dumps_strict(summary))
     return integrity.write_json_atomically(
         os.path.join(self.model_dir, "summary.json"), summary)

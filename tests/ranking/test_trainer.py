@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from ranking import launch
+from tests import cluster
 from tests import strategies
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -104,11 +105,16 @@ def test_sidecar_evaluator_reproduces_the_final_evaluation(tiny_run):
 
 
 def _checkpoint_values(model_dir, step):
+  """The weights of ckpt-`step` (the optimizer-updated variables; a filter
+  on "model/" used to select only the model's never-updated metric counts),
+  and every other number in it: slots, the monitor, the step."""
   reader = tf.train.load_checkpoint(
       os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
-  return {k: reader.get_tensor(k)
-          for k in reader.get_variable_to_shape_map()
-          if "model/" in k and "OPTIMIZER_SLOT" not in k}
+  values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "save_counter" not in k}
+  assert len(cluster.checkpoint_weights(model_dir, step)) > 20
+  return {k: v for k, v in values.items()
+          if np.asarray(v).dtype.kind in "fiu"}
 
 
 def test_a_run_killed_and_restarted_equals_an_uninterrupted_one(tmp_path):
