@@ -209,7 +209,7 @@ class OnDiskSource(Source):
           f"configuration expects {expected_fingerprint}; prepare the "
           "expected data there or point on_disk_source.path elsewhere.")
     super().__init__(manifest["schema_obj"], manifest["day_sizes"],
-                     f"{manifest['name']} (prepared at {path})")
+                     f"{manifest['name']} (on disk)")
     self._columns = columns(self.schema)
     self._arrow_schema = arrow_schema(self.schema)
     self._files = []

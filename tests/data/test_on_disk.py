@@ -210,12 +210,24 @@ def test_missing_truncated_or_garbled_day_files(prepared, tmp_path):
     on_disk.on_disk_source(path)
 
 
-def test_fingerprint_expected_by_the_config(prepared):
+def test_fingerprint_expected_by_the_config(prepared, tmp_path):
   source = on_disk.on_disk_source(prepared[2])
   assert on_disk.on_disk_source(
       prepared[2], expected_fingerprint=source.fingerprint)
   with pytest.raises(on_disk.FingerprintMismatchError, match="expects 123"):
     on_disk.on_disk_source(prepared[2], expected_fingerprint="123")
+  # A resumed run checks it: the same sizes and schema with other rows
+  # (another seed) are other data.
+  from ranking import integrity  # pylint: disable=g-import-not-at-top
+  recorded = integrity.data_fingerprint(MovingWindow(source, batch_size=64))
+  assert recorded["content_sha256"] == source.fingerprint
+  other = str(tmp_path)
+  prepare_lib.prepare(SyntheticStream(num_days=DAYS, examples_per_day=PER_DAY,
+                                      shift_days=(2,), seed=5), other,
+                      log=lambda _: None)
+  now = integrity.data_fingerprint(MovingWindow(
+      on_disk.on_disk_source(other), batch_size=64))
+  assert {k for k in now if now[k] != recorded[k]} == {"content_sha256"}
 
 
 class _FailsOnDay(SyntheticStream):
