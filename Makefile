@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train table2 table2-calibrate table2-report table2-rejudge bench-optim bench-data bench-rollback clean
+.PHONY: install test train table2 table2-calibrate table2-report table2-rejudge bench-optim bench-data bench-on-disk bench-rollback clean
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ bench-optim: install
 # Throughput and memory of the data pipelines (about a minute).
 bench-data: install
 	$(PY) bench/data_pipeline.py --output=results/bench/data_pipeline.md
+
+# Memory and throughput of a prepared log on disk at 1M and 10M rows (about
+# 5 minutes; needs about 6 GB free in the temporary directory).
+bench-on-disk: install
+	$(PY) bench/on_disk_source.py --output=results/bench/on_disk_source.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

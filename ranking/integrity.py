@@ -238,16 +238,20 @@ def data_fingerprint(window) -> Dict:
   """What a resumed run must see again: the source, its days and their
   sizes, the evaluation day, and a hash of the schema (features, vocabulary
   sizes, labels, and the dense features' normalisation statistics, which
-  change with the rows)."""
+  change with the rows); for a prepared log, the digest of its rows."""
   schema = json.dumps(dataclasses.asdict(window.source.schema),
                       sort_keys=True, default=str)
-  return {
+  fingerprint = {
       "source": window.source.name,
       "day_sizes": [window.source.day_size(d)
                     for d in range(window.source.num_days)],
       "eval_day": int(window.eval_day),
       "schema_sha256": hashlib.sha256(schema.encode()).hexdigest(),
   }
+  content = getattr(window.source, "fingerprint", None)
+  if content is not None:  # a prepared log (data/on_disk.py): its rows too
+    fingerprint["content_sha256"] = content
+  return fingerprint
 
 
 def check_resume_data(model_dir: str, window, allow_change: bool = False,

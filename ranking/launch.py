@@ -12,6 +12,7 @@ import data.faults  # pylint: disable=unused-import
 import data.files  # pylint: disable=unused-import
 import data.kuairand  # pylint: disable=unused-import
 import data.movielens  # pylint: disable=unused-import
+import data.on_disk  # pylint: disable=unused-import
 import data.synthetic  # pylint: disable=unused-import
 import optim  # pylint: disable=unused-import
 from ranking import roles
