@@ -93,7 +93,9 @@ class Trainer:
       crash_signal: "SIGKILL" (a crash) or "SIGTERM" (a preemption).
       crash_worker: with several workers, only the one of this index is
         signalled (None: every process).
-      strategy: a tf.distribute strategy (default: make_strategy()).
+      strategy: a tf.distribute strategy (default: make_strategy()). A
+        multi-worker strategy must exist before the source runs any op:
+        launch.build_trainer makes it first and passes it here.
       seed: of the model's initial weights (the data has its own seeds).
       allow_config_change: resume a model_dir whose recorded operative
         config differs in a binding that changes the training (the
