@@ -17,6 +17,8 @@ import tensorflow_datasets as tfds
 
 from data import movielens
 from data.window import MovingWindow
+# The shipped config binds Trainer.eval_every_days: register Trainer.
+from ranking import trainer  # pylint: disable=unused-import
 from tests.data.reference_calendar import all_rows, local_days, local_time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
