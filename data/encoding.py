@@ -6,6 +6,7 @@ data/kuairand.py), so the same value maps to the same id and the same
 timestamp to the same day whichever reader saw it.
 """
 
+import datetime
 import zlib
 from typing import Optional, Sequence, Tuple
 
@@ -47,6 +48,15 @@ def local_calendar(unix_seconds: Sequence[int], time_zone: str
   day = (dates - dates.min()).days
   return (np.asarray(local.hour, np.int64), np.asarray(local.weekday, np.int64),
           np.asarray(day, np.int64))
+
+
+def first_local_date(unix_seconds: Sequence[int], time_zone: str
+                     ) -> datetime.date:
+  """The local date in `time_zone` of the earliest timestamp: the date of
+  day 0 of local_calendar."""
+  earliest = int(np.min(np.asarray(unix_seconds, np.int64)))
+  return (pd.Timestamp(earliest, unit="s", tz="UTC").tz_convert(time_zone)
+          .date())
 
 
 def standardize(values: np.ndarray, days: np.ndarray,

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash, standardize
+from data.encoding import (first_local_date, local_calendar, stable_hash,
+                           standardize)
 from data.source import InMemorySource
 
 
@@ -341,7 +342,9 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     name: the source's name in messages (default: the paths).
 
   Returns:
-    An InMemorySource whose batches carry these features and labels.
+    An InMemorySource whose batches carry these features and labels; day
+    0 is the local date (in `time_zone`) of the earliest timestamp, which
+    is the source's first_date.
 
   Raises:
     FileNotFoundError: a path matches no file.
@@ -385,6 +388,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
   order = np.argsort(nanos, kind="stable")
   frame = frame.iloc[order].reset_index(drop=True)
   _, _, days = local_calendar(nanos[order] // 10**9, time_zone)
+  first_date = first_local_date(nanos[order] // 10**9, time_zone)
   origin = origin_of(frame)
 
   def values_of(column, what):
@@ -438,4 +442,5 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
 
   schema = schema_lib.Schema(categorical=cat_specs, dense=dense_specs,
                              labels=label_specs)
-  return InMemorySource(schema, columns, days, name=where)
+  return InMemorySource(schema, columns, days, name=where,
+                        first_date=first_date)

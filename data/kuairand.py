@@ -48,7 +48,8 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash, standardize
+from data.encoding import (first_local_date, local_calendar, stable_hash,
+                           standardize)
 from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
@@ -292,7 +293,8 @@ def kuairand_source(manual_dir: str = gin.REQUIRED,
 
   Returns:
     An InMemorySource named "kuairand-<release>", rows sorted by day, then
-    time_ms (stable: ties keep the files' order).
+    time_ms (stable: ties keep the files' order); its first_date (day 0)
+    is the Beijing date of the earliest time_ms, or the earliest `date`.
 
   Raises:
     FileNotFoundError: manual_dir or the log files are missing.
@@ -315,8 +317,12 @@ def _to_source(builder, day_source, user_buckets, video_buckets,
   if day_source == "date":
     dates = pd.to_datetime(raw["date"].astype(str), format="%Y%m%d")
     days = np.asarray((dates - dates.min()).days, np.int64)
+    first_date = dates.min().date()
   else:
     days = raw["day"]
+    # As the builder computed `day`: derived from the stored times, so
+    # datasets prepared before sources had dates give it too.
+    first_date = first_local_date(raw["time_ms"] // 1000, TIME_ZONE)
   order = np.lexsort((raw["time_ms"], days))
   raw = {k: v[order] for k, v in raw.items()}
   days = days[order]
@@ -381,7 +387,8 @@ def _to_source(builder, day_source, user_buckets, video_buckets,
   schema = schema_lib.Schema(categorical=categorical, dense=dense,
                              labels=labels)
   return InMemorySource(schema, columns, days,
-                        name=f"kuairand-{builder.builder_config.name}")
+                        name=f"kuairand-{builder.builder_config.name}",
+                        first_date=first_date)
 
 
 def _vocabulary_ids(values: np.ndarray, missing) -> Tuple[np.ndarray, int]:

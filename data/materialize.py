@@ -10,6 +10,7 @@ read the files back. Each file is written to a temporary name and renamed, so
 an interrupted run leaves no half-written day.
 """
 
+import calendar
 import os
 import sys
 
@@ -22,12 +23,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from data.synthetic import SyntheticStream
+from data.synthetic import FIRST_DATE, SyntheticStream
 
 FLAGS = flags.FLAGS
 
-# Day 0 starts here (UTC); examples are spread evenly over their day.
-EPOCH = 1_650_000_000 - 1_650_000_000 % 86_400
+# Day 0 starts here (UTC midnight of the stream's FIRST_DATE, 2022-04-15:
+# unix 1649980800); examples are spread evenly over their day.
+EPOCH = calendar.timegm(FIRST_DATE.timetuple())
 
 
 def day_frame(stream, day, chunk):

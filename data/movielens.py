@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import schema as schema_lib
-from data.encoding import local_calendar, stable_hash, standardize
+from data.encoding import (first_local_date, local_calendar, stable_hash,
+                           standardize)
 from data.prepared import prepared_builder, read_prepared
 from data.source import InMemorySource
 
@@ -190,7 +191,8 @@ def movielens_source(manual_dir: str = gin.REQUIRED,
     zip_buckets: hash buckets of the zip prefix.
 
   Returns:
-    An InMemorySource named "movielens-<variant>".
+    An InMemorySource named "movielens-<variant>"; its first_date (day 0)
+    is the Chicago date of the earliest rating (100K: 1997-09-19).
 
   Raises:
     FileNotFoundError: manual_dir or one of the release's files is missing.
@@ -245,8 +247,13 @@ def _to_source(builder: MovieLensLocal, zip_buckets: int) -> InMemorySource:
       dense=[schema_lib.DenseFeature("age", 1, "none", age_mean, age_std)],
       labels=[schema_lib.Label("rating", "regression"),
               schema_lib.Label("liked", "binary")])
+  # Day 0 is the local date of the earliest rating (as the builder
+  # computed `day`): derived from the stored timestamps, so datasets
+  # prepared before sources had dates give it too.
   return InMemorySource(schema, columns, days,
-                        name=f"movielens-{builder.builder_config.name}")
+                        name=f"movielens-{builder.builder_config.name}",
+                        first_date=first_local_date(raw["timestamp"],
+                                                    TIME_ZONE))
 
 
 # Parsing the raw files.

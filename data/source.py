@@ -7,10 +7,15 @@ numbered day after day, so day d holds rows [day_offsets[d],
 day_offsets[d + 1]) and a moving window of days is one contiguous range of
 rows. The window pipeline (data/window.py) needs nothing else, which is what
 makes a stream position a pure function of (seed, step).
+
+A source may know its calendar: `first_date`, the local date of day 0, so
+that day d is the date first_date + d days (None: the days have no dates).
 """
 
 import abc
-from typing import Dict, Mapping, Optional
+import datetime
+import re
+from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -18,12 +23,37 @@ import tensorflow as tf
 from data import schema as schema_lib
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_date(value: Union[str, datetime.date], what: str) -> datetime.date:
+  """An ISO 8601 calendar date 'YYYY-MM-DD' (or a datetime.date).
+
+  Raises:
+    ValueError: anything else (other forms, impossible dates such as
+      '2024-02-30'), naming `what` and the value.
+  """
+  if isinstance(value, datetime.date) and not isinstance(
+      value, datetime.datetime):
+    return value
+  if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+    try:
+      return datetime.date.fromisoformat(value)
+    except ValueError:
+      pass
+  raise ValueError(f"{what} = {value!r} is not a date 'YYYY-MM-DD' (e.g. "
+                   "'2024-03-01').")
+
+
 class Source(abc.ABC):
   """Examples addressable by global row id, sorted by day."""
 
-  def __init__(self, schema: schema_lib.Schema, day_sizes, name: str):
+  def __init__(self, schema: schema_lib.Schema, day_sizes, name: str,
+               first_date: Optional[datetime.date] = None):
     self.schema = schema
     self.name = name
+    self.first_date = (None if first_date is None else
+                       parse_date(first_date, f"{name}: first_date"))
     sizes = np.asarray(day_sizes, np.int64)
     if sizes.ndim != 1 or len(sizes) == 0 or np.any(sizes < 0):
       raise ValueError(f"{name}: day sizes must be a non-empty list of counts "
@@ -40,6 +70,44 @@ class Source(abc.ABC):
 
   def day_size(self, day: int) -> int:
     return int(self.day_offsets[day + 1] - self.day_offsets[day])
+
+  def date_of_day(self, day: int) -> Optional[datetime.date]:
+    """The date of day `day`, or None for a source without a calendar."""
+    if self.first_date is None:
+      return None
+    return self.first_date + datetime.timedelta(days=int(day))
+
+  def describe_day(self, day: int) -> str:
+    """'day 5 (2024-03-06)', or 'day 5' without a calendar."""
+    date = self.date_of_day(day)
+    return f"day {day}" + (f" ({date.isoformat()})" if date else "")
+
+  def calendar(self) -> str:
+    """The log's span in messages: days and, if known, their dates."""
+    last = self.num_days - 1
+    if self.first_date is None:
+      return f"days 0..{last}, without dates"
+    return (f"days 0..{last}, dates {self.first_date.isoformat()}.."
+            f"{self.date_of_day(last).isoformat()}")
+
+  def day_of_date(self, value: Union[str, datetime.date], what: str,
+                  instead: str) -> int:
+    """The day of a date given by binding `what` (e.g. MovingWindow.eval_date).
+
+    Raises:
+      ValueError: a malformed date, a source without a calendar (pointing
+        to the binding to use `instead`), or a date outside the log; each
+        naming the value and the log's days and dates.
+    """
+    date = parse_date(value, what)
+    if self.first_date is None:
+      raise ValueError(f"{what} = {value!r}: {self.name} has no calendar "
+                       f"({self.calendar()}); name the day with {instead}.")
+    day = (date - self.first_date).days
+    if not 0 <= day < self.num_days:
+      raise ValueError(f"{what} = {value!r} is outside the log of "
+                       f"{self.name} ({self.calendar()}).")
+    return day
 
   def day_of_rows(self, row_ids: tf.Tensor) -> tf.Tensor:
     """The day of each global row id (int64)."""
@@ -58,13 +126,15 @@ class InMemorySource(Source):
   What the file sources and the TFDS builders produce after reading: the
   arrays are already in batch form (ids mapped into [0, vocab_size), dense
   features normalised, labels transformed). `num_days` keeps trailing days
-  without rows (default: up to the last day that has rows).
+  without rows (default: up to the last day that has rows); `first_date`
+  is the date of day 0 (None: no calendar).
   """
 
   def __init__(self, schema: schema_lib.Schema,
                columns: Mapping[str, np.ndarray], days: np.ndarray,
                name: str = "in-memory source",
-               num_days: Optional[int] = None):
+               num_days: Optional[int] = None,
+               first_date: Optional[datetime.date] = None):
     days = np.asarray(days, np.int64)
     if days.ndim != 1 or len(days) == 0:
       raise ValueError(f"{name}: no examples.")
@@ -75,7 +145,8 @@ class InMemorySource(Source):
     if num_days is not None and num_days <= days[-1]:
       raise ValueError(f"{name}: num_days {num_days} but rows reach day "
                        f"{days[-1]}.")
-    super().__init__(schema, np.bincount(days, minlength=num_days or 0), name)
+    super().__init__(schema, np.bincount(days, minlength=num_days or 0),
+                     name, first_date)
     expected = self._expected_shapes(len(days))
     missing = sorted(set(expected) - set(columns))
     if missing:

@@ -11,8 +11,15 @@ appear, a group of dense features changes scale, and the click rate jumps.
 Every value of row r is a counter-based hash of (seed, r, field), so any row
 is available at any time with no state: the stream is generated on the fly
 by tf.data and memory does not grow with the number of days.
+
+The stream has a nominal calendar: day 0 is FIRST_DATE (2022-04-15), the
+date data/materialize.py stamps on day 0 when it writes the stream to
+files, so a date names the same day in the stream and in its files
+(MovingWindow.eval_date = '2022-04-28' is day 13). The dates carry no
+signal: nothing in the stream depends on the weekday.
 """
 
+import datetime
 from typing import Sequence
 
 import gin
@@ -23,6 +30,7 @@ from data import schema as schema_lib
 from data.source import Source
 
 _MASK = 0xFFFFFFFF
+FIRST_DATE = datetime.date(2022, 4, 15)
 TASKS = (
     schema_lib.Label("click", "binary"),
     schema_lib.Label("like", "binary"),
@@ -142,7 +150,8 @@ class SyntheticStream(Source):
         dense=[schema_lib.DenseFeature(f"{group}_dense", dense_dim)
                for group in ("user", "item", "context")],
         labels=TASKS)
-    super().__init__(schema, [examples_per_day] * num_days, name)
+    super().__init__(schema, [examples_per_day] * num_days, name,
+                     FIRST_DATE)
     # Fixed projections of the hidden model (numpy, from the seed).
     rng = np.random.default_rng(self.seed)
     k, d = latent_dim, dense_dim

@@ -9,10 +9,14 @@ The row ids of step k's batch are drawn by a stateless generator seeded with
 (seed, k), so the stream is a pure function of (seed, step): starting at step
 k yields exactly batches k, k+1, ... of the uninterrupted stream, and every
 replica layout sees the same global batch (replica r takes its slice of it).
+
+Days can be named by date on a source with a calendar (Source.first_date):
+first_train_date and eval_date ('YYYY-MM-DD') in place of first_train_day
+and eval_day.
 """
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -28,6 +32,7 @@ class MovingWindow:
   Attributes:
     train_days: the training days, in order.
     eval_day: the held-out day.
+    eval_date: its date (None: the source has no calendar).
     steps_per_day: steps of each training day (aligned with train_days).
     total_steps: steps of the whole run.
   """
@@ -41,7 +46,10 @@ class MovingWindow:
                steps_per_day: Optional[int] = None,
                epochs_per_day: float = 1.0,
                seed: int = 0,
-               faults: Optional[Callable] = None):
+               faults: Optional[Callable] = None,
+               first_train_date: Optional[str] = None,
+               eval_date: Optional[str] = None,
+               min_eval_examples: int = 1000):
     """Plans the run; raises ValueError naming the day at fault.
 
     Args:
@@ -56,6 +64,11 @@ class MovingWindow:
       seed: seed of the stream.
       faults: fault injection for tests and demos (data/faults.py): called
         as faults(step, rows, schema) on every training batch.
+      first_train_date: the first day trained on, by its date
+        ('YYYY-MM-DD'), in place of first_train_day.
+      eval_date: the evaluation day by its date, in place of eval_day.
+      min_eval_examples: check_eval_day warns when the evaluation day has
+        fewer examples (its AUCs are noise); 0: never.
     """
     self.source = source
     self.faults = faults
@@ -63,12 +76,17 @@ class MovingWindow:
     for key, value in (("batch_size", batch_size),
                        ("window_days", window_days), ("seed", seed),
                        ("eval_day", eval_day),
-                       ("first_train_day", first_train_day)) + (
+                       ("first_train_day", first_train_day),
+                       ("min_eval_examples", min_eval_examples)) + (
                            (("steps_per_day", steps_per_day),)
                            if steps_per_day is not None else ()):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"MovingWindow.{key} must be a whole number, got "
                          f"{value!r}.")
+    if min_eval_examples < 0:
+      raise ValueError("MovingWindow.min_eval_examples must be >= 0 (0: no "
+                       f"warning), got {min_eval_examples}.")
+    self.min_eval_examples = int(min_eval_examples)
     self.batch_size = int(batch_size)
     self.window_days = int(window_days)
     self.seed = int(seed)
@@ -90,17 +108,25 @@ class MovingWindow:
                        " examples on day 0); the protocol trains on earlier "
                        "days and evaluates on a later one, so it needs at "
                        "least two days.")
+    eval_day = self._day_of_date(eval_date, "eval_date", eval_day,
+                                 "eval_day", -1)
+    first_train_day = self._day_of_date(first_train_date, "first_train_date",
+                                        first_train_day, "first_train_day", 0)
     if not -source.num_days <= eval_day < source.num_days:
       raise ValueError(f"{name}: evaluation day {eval_day} is absent; the "
                        f"source has days 0..{source.num_days - 1}.")
     self.eval_day = eval_day % source.num_days
+    self.eval_date = source.date_of_day(self.eval_day)
     if source.day_size(self.eval_day) == 0:
-      raise ValueError(f"{name}: evaluation day {self.eval_day} has no "
+      raise ValueError(f"{name}: evaluation "
+                       f"{source.describe_day(self.eval_day)} has no "
                        "examples.")
     if not 0 <= first_train_day < self.eval_day:
+      got = (source.describe_day(first_train_day)
+             if 0 <= first_train_day < source.num_days else first_train_day)
       raise ValueError(f"{name}: first_train_day must be in [0, "
-                       f"{self.eval_day}) (before the evaluation day), got "
-                       f"{first_train_day}.")
+                       f"{self.eval_day}) (before the evaluation "
+                       f"{source.describe_day(self.eval_day)}), got {got}.")
     self.train_days = np.arange(first_train_day, self.eval_day)
     steps = []
     for day in self.train_days:
@@ -120,6 +146,21 @@ class MovingWindow:
     if self.total_steps == 0:
       raise ValueError(f"{name}: no training steps: days "
                        f"{first_train_day}..{self.eval_day - 1} are empty.")
+
+  def _day_of_date(self, date, date_key, day, day_key, default_day) -> int:
+    """The day a date binding names, or `day` when the date is None."""
+    if date is None:
+      return day
+    if day != default_day:
+      raise ValueError(f"MovingWindow.{date_key} = {date!r} and "
+                       f"MovingWindow.{day_key} = {day} both name the day; "
+                       "set one of them.")
+    return self.source.day_of_date(date, f"MovingWindow.{date_key}",
+                                   f"MovingWindow.{day_key}")
+
+  def date_of_day(self, day: int):
+    """The date of day `day` (None: the source has no calendar)."""
+    return self.source.date_of_day(day)
 
   def _window_rows(self, day):
     first = max(day - self.window_days + 1, 0)
@@ -196,3 +237,56 @@ class MovingWindow:
             .map(self.source.rows, num_parallel_calls=tf.data.AUTOTUNE,
                  deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
+
+  def check_eval_day(self, tasks: Optional[Sequence[str]] = None,
+                     log: Callable[[str], None] = print,
+                     dataset: Optional[tf.data.Dataset] = None
+                     ) -> Dict[str, Tuple[int, int]]:
+    """Checks that the evaluation day can give an AUC; logs one line.
+
+    Counts, in one pass over the evaluation day (no other day is read), the
+    positives and negatives of each binary label among `tasks` (None: every
+    label), from `dataset`: eval_dataset()'s batches (None: builds them;
+    passing the ones already built saves tracing the source again). The
+    line names the day, its date, its examples and the first binary task's
+    counts; it is a warning when the day has fewer than min_eval_examples
+    examples, whose AUCs are noise.
+
+    Returns:
+      {binary task: (positives, negatives)}.
+
+    Raises:
+      ValueError: a binary task whose labels that day are all one class:
+        its AUC is undefined (Keras reports 0.0 for it, not a measurement).
+    """
+    binary = [l.name for l in self.source.schema.labels if l.kind == "binary"
+              and (tasks is None or l.name in tasks)]
+    lo, hi = (int(x) for x in self.source.day_offsets[
+        self.eval_day:self.eval_day + 2])
+    positives = dict.fromkeys(binary, 0)
+    if binary and dataset is None:
+      dataset = self.eval_dataset(1 << 16)
+    for batch in dataset if binary else ():
+      for k in binary:
+        positives[k] += int(tf.math.count_nonzero(batch[k] > 0.5))
+    counts = {k: (p, hi - lo - p) for k, p in positives.items()}
+    day = self.source.describe_day(self.eval_day)
+    one_class = [f"{k} has {p} positive and {n} negative examples"
+                 for k, (p, n) in counts.items() if not p or not n]
+    if one_class:
+      raise ValueError(
+          f"{self.source.name}: on the evaluation {day} "
+          f"({hi - lo} examples), {'; '.join(one_class)}: an AUC needs "
+          "both classes and is undefined. Evaluate another day "
+          "(MovingWindow.eval_day or eval_date) or leave the task out "
+          "(build_model.tasks).")
+    shown = (f"; {binary[0]}: {counts[binary[0]][0]:,} positives, "
+             f"{counts[binary[0]][1]:,} negatives" if binary else "")
+    if hi - lo < self.min_eval_examples:
+      log(f"WARNING: the evaluation {day} has {hi - lo:,} examples, fewer "
+          f"than MovingWindow.min_eval_examples = {self.min_eval_examples:,}"
+          f"{shown}: its AUCs are noisy; evaluate a larger day "
+          "(MovingWindow.eval_day or eval_date).")
+    else:
+      log(f"evaluation {day}: {hi - lo:,} examples{shown}")
+    return counts

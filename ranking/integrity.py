@@ -41,14 +41,27 @@ DATA_FINGERPRINT = "data_fingerprint.json"
 # optimizer, learning rate, batch, data, protocol, divergence rules) must
 # match the run's recorded operative config.
 RESUME_MAY_DIFFER = (
-    "Trainer.max_steps", "Trainer.eval_every_steps",
+    "Trainer.max_steps", "Trainer.eval_every_steps", "Trainer.eval_every_days",
     "Trainer.checkpoint_every_steps", "Trainer.summary_every_steps",
     "Trainer.steps_per_loop", "Trainer.eval_batch_size",
     "Trainer.crash_at_step", "Trainer.crash_signal",
     "Trainer.crash_worker", "Trainer.log", "Trainer.strategy",
     "Trainer.allow_config_change", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
+    "MovingWindow.min_eval_examples",
 )
+
+# Bindings added after runs were recorded, with the value that does what
+# those runs did: a recorded config without one counts as having this value,
+# so an older model_dir still resumes (and a resumed run that sets another
+# value is refused as usual).
+ADDED_BINDINGS = {
+    "MovingWindow.first_train_date": None,
+    "MovingWindow.eval_date": None,
+}
+# Fingerprint entries added after runs were recorded: compared only when
+# the recorded fingerprint has them.
+ADDED_FINGERPRINT_KEYS = ("first_date",)
 
 
 # -- the lock -----------------------------------------------------------------
@@ -162,7 +175,8 @@ def config_differences(recorded: str, current: str,
   missing = object()
   lines = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, missing), new.get(key, missing)
+    a = old.get(key, ADDED_BINDINGS.get(key.rsplit("/", 1)[-1], missing))
+    b = new.get(key, missing)
     if a == b or _may_differ(key):
       continue
     shown = ["(unset)" if v is missing else repr(v) for v in (a, b)]
@@ -236,9 +250,10 @@ def _refuse_unless_allowed(model_dir, differences, started, changed,
 
 def data_fingerprint(window) -> Dict:
   """What a resumed run must see again: the source, its days and their
-  sizes, the evaluation day, and a hash of the schema (features, vocabulary
-  sizes, labels, and the dense features' normalisation statistics, which
-  change with the rows); for a prepared log, the digest of its rows."""
+  sizes, the date of day 0 (None: no calendar), the evaluation day, and a
+  hash of the schema (features, vocabulary sizes, labels, and the dense
+  features' normalisation statistics, which change with the rows); for a
+  prepared log, the digest of its rows."""
   schema = json.dumps(dataclasses.asdict(window.source.schema),
                       sort_keys=True, default=str)
   fingerprint = {
@@ -246,6 +261,8 @@ def data_fingerprint(window) -> Dict:
       "day_sizes": [window.source.day_size(d)
                     for d in range(window.source.num_days)],
       "eval_day": int(window.eval_day),
+      "first_date": (window.source.first_date.isoformat()
+                     if window.source.first_date else None),
       "schema_sha256": hashlib.sha256(schema.encode()).hexdigest(),
   }
   content = getattr(window.source, "fingerprint", None)
@@ -274,7 +291,7 @@ def check_resume_data(model_dir: str, window, allow_change: bool = False,
   differences = []
   for key in sorted(set(recorded) | set(current)):
     a, b = recorded.get(key), current.get(key)
-    if a == b:
+    if a == b or (key in ADDED_FINGERPRINT_KEYS and key not in recorded):
       continue
     if key == "day_sizes" and isinstance(a, list):
       changed = [f"day {d}: {x} -> {y}" for d, (x, y) in enumerate(

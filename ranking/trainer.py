@@ -2,8 +2,9 @@
 
 Days are trained in time order with moving-window batches; the held-out day
 is evaluated every `eval_every_steps` steps and at the end of every training
-day. Steps run `steps_per_loop` at a time inside one tf.function, so TPUs are
-not starved by the host. Checkpoints every `checkpoint_every_steps`; a run
+day (or of every `eval_every_days`-th, or of none). Steps run
+`steps_per_loop` at a time inside one tf.function, so TPUs are not starved
+by the host. Checkpoints every `checkpoint_every_steps`; a run
 restarted in the same model_dir resumes from the newest intact one at the
 same data position (the stream is a function of the step), after checking
 that it trains with the settings the run started with (ranking/integrity).
@@ -62,6 +63,7 @@ class Trainer:
                embedding_learning_rate: float = gin.REQUIRED,
                steps_per_loop: int = 10,
                eval_every_steps: int = 500,
+               eval_every_days: int = 1,
                checkpoint_every_steps: int = 500,
                summary_every_steps: int = 50,
                max_steps: Optional[int] = None,
@@ -81,8 +83,11 @@ class Trainer:
       source: the dataset (e.g. @SyntheticStream()).
       embedding_learning_rate: plain Adagrad's rate for embeddings.
       steps_per_loop: steps per host call.
-      eval_every_steps: evaluate the held-out day this often (and at the end
-        of every training day).
+      eval_every_steps: evaluate the held-out day this often (and at day
+        ends: eval_every_days).
+      eval_every_days: also evaluate at the end of every this many training
+        days (1: every day; 0: never: only every eval_every_steps steps and
+        at the end of the run, for logs of many small days).
       checkpoint_every_steps: checkpoint this often (and at the end).
       summary_every_steps: train scalars, diagnostics and console progress.
       max_steps: stop after this many steps (None: the whole schedule).
@@ -109,6 +114,9 @@ class Trainer:
                         ("eval_batch_size", eval_batch_size)):
       if value < 1:
         raise ValueError(f"Trainer.{name} must be >= 1, got {value}.")
+    if eval_every_days < 0:
+      raise ValueError("Trainer.eval_every_days must be >= 0 (0: no day-end "
+                       f"evaluations), got {eval_every_days}.")
     if max_steps is not None and max_steps < 1:
       raise ValueError("Trainer.max_steps must be >= 1 (or None: the whole "
                        f"schedule), got {max_steps}.")
@@ -121,6 +129,7 @@ class Trainer:
     self.model_dir = model_dir
     self.steps_per_loop = steps_per_loop
     self.eval_every = eval_every_steps
+    self.eval_every_days = eval_every_days
     self.checkpoint_every = checkpoint_every_steps
     self.summary_every = summary_every_steps
     self.stop_on_divergence = stop_on_divergence
@@ -174,6 +183,8 @@ class Trainer:
                        "written by one process. Train without it, or on one "
                        "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
+    self.window.check_eval_day([t.name for t in self.model.tasks], log,
+                               self.eval_dataset)
     # What a rollback restores, and what a checkpoint holds: that and the
     # recovery's own record, which a rollback must not forget.
     state = dict(model=self.model, dense_optimizer=self.dense_optimizer,
@@ -327,7 +338,10 @@ class Trainer:
       self.log(f"resumed from {restored} at step {start}")
     self.recovery.load(start if restored else None)
     iterator = self._iterator(start)
-    day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day))
+    # The ends of the training days that are evaluated (every k-th day).
+    k = self.eval_every_days
+    day_ends = set(int(s) for s in np.cumsum(self.window.steps_per_day)
+                   [k - 1::k]) if k else set()
     step, last_eval, results = start, None, None
     last_saved = start if restored else None
     train_seconds, interval_steps = 0.0, 0

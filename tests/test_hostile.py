@@ -259,6 +259,10 @@ def test_eval_falls_back_to_the_newest_intact_checkpoint(run_copy):
       "build_optimizer.clip_norm: None -> 0.1"]),
     (["SyntheticStream.seed=3"], ["SyntheticStream.seed: 0 -> 3"]),
     (["MovingWindow.window_days=3"], ["MovingWindow.window_days: 2 -> 3"]),
+    # The same day as recorded (5), named otherwise: refused like any
+    # other binding that can change what is trained.
+    (["MovingWindow.eval_date='2022-04-20'"],
+     ["MovingWindow.eval_date: None -> '2022-04-20'"]),
 ])
 def test_resume_with_other_settings_is_refused(run_copy, params, differs):
   before = snapshot(run_copy)
@@ -312,6 +316,43 @@ def test_resume_on_other_data_is_refused(run_copy):
   assert "was started on other data" in str(error)
   assert f"examples per day: day 5: 9000 -> {sizes[5]}" in str(error)
   assert snapshot(run_copy) == before
+
+
+def test_a_model_dir_recorded_before_dates_and_cadence_resumes(run_copy):
+  # What a run recorded before these settings existed: no date bindings,
+  # no eval_every_days or min_eval_examples, no first_date in the data.
+  added = ("MovingWindow.eval_date", "MovingWindow.first_train_date",
+           "MovingWindow.min_eval_examples", "Trainer.eval_every_days")
+  path = os.path.join(run_copy, integrity.OPERATIVE_CONFIG)
+  with open(path) as f:
+    lines = f.read().splitlines(keepends=True)
+  kept = [l for l in lines if not l.startswith(added)]
+  assert len(lines) - len(kept) == len(added)
+  with open(path, "w") as f:
+    f.writelines(kept)
+  path = os.path.join(run_copy, integrity.DATA_FINGERPRINT)
+  with open(path) as f:
+    recorded = json.load(f)
+  assert recorded.pop("first_date") == "2022-04-15"
+  with open(path, "w") as f:
+    json.dump(recorded, f)
+  summary, log = train(run_copy, ["Trainer.max_steps=140"])
+  assert f"resumed from {ckpt(run_copy, 120)} at step 120" in log, summary
+  assert summary["final_step"] == 140
+  with open(path) as f:
+    assert json.load(f)["first_date"] == "2022-04-15"
+
+
+def test_resume_on_a_log_of_other_dates_is_refused(run_copy):
+  path = os.path.join(run_copy, integrity.DATA_FINGERPRINT)
+  with open(path) as f:
+    recorded = json.load(f)
+  recorded["first_date"] = "2022-04-14"
+  with open(path, "w") as f:
+    json.dump(recorded, f)
+  error, _ = train(run_copy, ["Trainer.max_steps=140"])
+  assert isinstance(error, ValueError)
+  assert "first_date: '2022-04-14' -> '2022-04-15'" in str(error)
 
 
 def test_data_fingerprints_see_rows_and_statistics():

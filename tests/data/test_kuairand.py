@@ -7,6 +7,7 @@ through data/kuairand.py. The subset is read in place from
 Gao et al., CIKM 2022).
 """
 
+import datetime
 import os
 import zlib
 
@@ -107,6 +108,21 @@ def test_subset_days_from_the_date_column(subset):
   np.testing.assert_array_equal(np.diff(source.day_offsets),
                                 dates.value_counts().sort_index())
   np.testing.assert_array_equal(rows["day"], frame["date_day"])
+
+
+@needs_subset
+def test_subset_first_dates(subset):
+  by_time, _, _, by_date, _, _, _ = subset
+  # time_ms starts 2022-04-07 23:44 Beijing time; the `date` column at
+  # 2022-04-08. Both logs end on 2022-04-21.
+  assert by_time.first_date == datetime.date(2022, 4, 7)
+  assert by_date.first_date == datetime.date(2022, 4, 8)
+  assert by_time.date_of_day(14) == by_date.date_of_day(13) == datetime.date(
+      2022, 4, 21)
+  assert MovingWindow(by_time, batch_size=64,
+                      eval_date="2022-04-20").eval_day == 13
+  assert MovingWindow(by_date, batch_size=64,
+                      eval_date="2022-04-20").eval_day == 12
 
 
 @needs_subset

@@ -5,6 +5,7 @@ not through data/movielens.py. The 100K files are read in place from
 ../shared/data/ml-100k (research use only: never copied into the repo).
 """
 
+import datetime
 import os
 import zlib
 
@@ -16,6 +17,8 @@ import tensorflow_datasets as tfds
 
 from data import movielens
 from data.window import MovingWindow
+# The shipped config binds Trainer.eval_every_days: register Trainer.
+from ranking import trainer  # pylint: disable=unused-import
 from tests.data.reference_calendar import all_rows, local_days, local_time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -162,6 +165,31 @@ def test_100k_evaluation_day_never_in_a_training_window(ml100k):
                               for b in window.eval_dataset(8192)])
   assert len(eval_rows) == (ratings["day"] == eval_day).sum()
   assert np.all(eval_rows == eval_day)
+
+
+@needs_100k
+def test_100k_dates_name_chicago_days(ml100k):
+  source, _, ratings, _ = ml100k
+  # Day 0 is the Chicago date of the first rating (its UTC date is
+  # 1997-09-20); the last day is 11 + 31 + 30 + 31 + 31 + 28 + 31 + 22 =
+  # 215 days later.
+  assert source.first_date == datetime.date(1997, 9, 19)
+  assert source.num_days == 216
+  assert source.date_of_day(215) == datetime.date(1998, 4, 22)
+  window = MovingWindow(source, batch_size=1024, window_days=7,
+                        eval_date="1998-04-22", first_train_date="1997-10-01")
+  assert window.eval_day == 215 and window.train_days[0] == 12
+  # Its last day is small: a warning, with the counts of the binary task.
+  last = ratings[ratings["day"] == 215]
+  liked = int((last["rating"] >= 4).sum())
+  lines = []
+  assert window.check_eval_day(log=lines.append) == {
+      "liked": (liked, len(last) - liked)}
+  assert lines == [
+      f"WARNING: the evaluation day 215 (1998-04-22) has {len(last)} "
+      "examples, fewer than MovingWindow.min_eval_examples = 1,000; liked: "
+      f"{liked} positives, {len(last) - liked} negatives: its AUCs are noisy"
+      "; evaluate a larger day (MovingWindow.eval_day or eval_date)."]
 
 
 # A MovieLens 1M fixture, written here: "::"-separated, Latin-1 titles.

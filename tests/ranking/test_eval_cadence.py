@@ -1,0 +1,48 @@
+"""When the trainer evaluates: every eval_every_steps steps, at the end of
+every eval_every_days-th training day (0: none), and at the end of the run.
+
+The tiny run with MovingWindow.steps_per_day = 15 trains days 0..4 (the
+evaluation day is 5): day ends at steps 15, 30, 45, 60, 75, and the run
+ends at 75. (The default, eval_every_days = 1, adds every day end: 15, 20,
+30, 40, 45, 60, 75.)
+"""
+
+import json
+import os
+
+import pytest
+
+from tests.runs import train
+
+SCHEDULE = ["MovingWindow.steps_per_day=15", "Trainer.eval_every_steps=20",
+            "Trainer.steps_per_loop=10"]
+
+
+def _eval_steps(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [r["step"] for r in map(json.loads, f) if r["split"] == "eval"]
+
+
+@pytest.mark.parametrize("days,expected", [
+    # Multiples of 20 (20, 40, 60), the end (75), and no day end.
+    (0, [20, 40, 60, 75]),
+    # ... and the ends of days 1 and 3 (30, 60): every second day.
+    (2, [20, 30, 40, 60, 75]),
+])
+def test_evaluations_follow_the_cadence(tmp_path, days, expected):
+  summary, lines = train(str(tmp_path / "run"), SCHEDULE + [
+      f"Trainer.eval_every_days={days}"])
+  assert summary["final_step"] == 75, summary
+  assert _eval_steps(str(tmp_path / "run")) == expected
+  assert sum(l.startswith("eval day 5 at step") for l in lines) == len(
+      expected)
+  # The evaluation day and its date, once, when the run is built.
+  built = [l for l in lines if l.startswith("evaluation day")]
+  assert len(built) == 1 and built[0].startswith(
+      "evaluation day 5 (2022-04-20): 10,000 examples; click: "), built
+
+
+def test_eval_every_days_must_be_a_count(tmp_path):
+  with pytest.raises(ValueError, match="Trainer.eval_every_days must be >= "
+                     "0 \\(0: no day-end evaluations\\), got -1"):
+    train(str(tmp_path / "run"), ["Trainer.eval_every_days=-1"])
