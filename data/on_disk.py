@@ -208,8 +208,11 @@ class OnDiskSource(Source):
           f"{path} holds data with fingerprint {self.fingerprint}, but the "
           f"configuration expects {expected_fingerprint}; prepare the "
           "expected data there or point on_disk_source.path elsewhere.")
+    # The calendar of the source it was prepared from (None: none, or a
+    # directory prepared before sources had dates).
     super().__init__(manifest["schema_obj"], manifest["day_sizes"],
-                     f"{manifest['name']} (on disk)")
+                     f"{manifest['name']} (on disk)",
+                     first_date=manifest.get("first_date"))
     self._columns = columns(self.schema)
     self._arrow_schema = arrow_schema(self.schema)
     self._files = []

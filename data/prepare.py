@@ -157,6 +157,8 @@ def prepare(source: Source, output_dir: str, chunk: int = 65_536,
       "name": source.name,
       "schema": schema_json,
       "day_sizes": sizes,
+      "first_date": (source.first_date.isoformat()
+                     if source.first_date else None),
       "days": days,
       "fingerprint": on_disk.fingerprint(schema_json, sizes,
                                          [d["sha256"] for d in days]),

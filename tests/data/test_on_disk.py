@@ -72,6 +72,7 @@ def test_schema_days_and_rows_match_the_sources(prepared):
   source = on_disk.on_disk_source(path)
   assert source.schema == stream.schema
   np.testing.assert_array_equal(source.day_offsets, stream.day_offsets)
+  assert source.first_date == stream.first_date is not None  # the calendar
   rng = np.random.default_rng(0)
   ids = np.concatenate([
       rng.integers(0, stream.num_rows, 300),
