@@ -48,10 +48,22 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   if kind == "multi_worker":
+    _say_who_waits()
     return tf.distribute.MultiWorkerMirroredStrategy()
   if kind == "mirrored":
     return tf.distribute.MirroredStrategy(devices)
   return tf.distribute.get_strategy()
+
+
+def _say_who_waits():
+  """Joining blocks until every task of TF_CONFIG has started: says so,
+  since a worker that was never launched would otherwise look like a hang."""
+  config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+  task = config.get("task") or {}
+  peers = sum(len(v) for v in (config.get("cluster") or {}).values())
+  print(f"multi-worker: {task.get('type', '?')} {task.get('index', 0)} of "
+        f"{peers} tasks in TF_CONFIG; waiting for all of them to join",
+        flush=True)
 
 
 def _has_cluster() -> bool:
