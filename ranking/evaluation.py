@@ -12,6 +12,11 @@ class Evaluator:
 
   def __init__(self, model, strategy: tf.distribute.Strategy):
     self.model = model
+    if isinstance(strategy,
+                  tf.distribute.experimental.ParameterServerStrategy):
+      # The coordinator evaluates by itself (it cannot strategy.run outside
+      # a scheduled closure): the model reads its weights from the PS.
+      strategy = tf.distribute.get_strategy()
     self.strategy = strategy
     with strategy.scope():
       self.metrics = {t.name: t.make_metric() for t in model.tasks}
