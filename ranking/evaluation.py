@@ -14,8 +14,11 @@ class Evaluator:
     self.model = model
     if isinstance(strategy,
                   tf.distribute.experimental.ParameterServerStrategy):
-      # The coordinator evaluates by itself (it cannot strategy.run outside
-      # a scheduled closure): the model reads its weights from the PS.
+      # The coordinator evaluates by itself, with the default strategy
+      # (the trainer builds this outside the PS scope): the strategy's
+      # datasets are placed on the workers for scheduled closures, and its
+      # run() outside one runs here anyway. The model reads its weights
+      # from the parameter servers.
       strategy = tf.distribute.get_strategy()
     self.strategy = strategy
     with strategy.scope():
