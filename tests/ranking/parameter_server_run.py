@@ -75,6 +75,9 @@ def main(model_dir, num_workers, num_ps, *params):
       "global_step": int(trainer.global_step.numpy()),
       "tables": [_placement(t.embeddings) for t in tables],
       "dense": [_placement(v) for v in trainer.model.dense_variables],
+      "table_slots": [_placement(v)
+                      for v in trainer.embedding_optimizer.variables
+                      if v.shape.rank == 2],
       "log": lines,
   }
   del servers

@@ -59,6 +59,11 @@ def test_two_workers_two_ps_train_like_mirrored(tmp_path):
     assert len(variable["devices"]) == 1, variable
     assert variable["devices"][0] in PS_DEVICES, variable
   assert len(report["dense"]) == 16
+  # The embedding optimizer's accumulators sit beside the table shards.
+  slots = report["table_slots"]
+  assert sorted(s["devices"] for s in slots) == sorted(
+      t["devices"] for t in tables)
+  assert len([s for s in slots if s["type"] == "ShardedVariable"]) == 7
 
   # Every scheduled step ran; summaries, evaluations and checkpoints were
   # written once per boundary, as in one process.
@@ -138,3 +143,35 @@ def test_serve_errors_name_the_problem(monkeypatch):
              {"type": "worker", "index": 0})
   with pytest.raises(ValueError, match=r"no \['ps'\]"):
     serve.server_from_tf_config()
+
+
+def test_adagrad_on_table_shards_equals_it_on_the_whole_table():
+  """What the embedding optimizer does to a table sharded over two PS
+  tasks, in one process: lookups and per-shard updates match the whole
+  table's (Adagrad with clipping='naive' is element-wise)."""
+  from optim import ScaledAdagrad  # pylint: disable=g-import-not-at-top
+  initial = tf.random.stateless_normal([11, 4], seed=[1, 2])
+  ids = tf.constant([[0, 3, 3], [5, 6, 10]])
+
+  def train(variables, table):
+    optimizer = ScaledAdagrad(0.5, clipping="naive", record_diagnostics=False)
+    for step in range(3):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(float(step + 1) *
+                                    tf.nn.embedding_lookup(table, ids)))
+      grads = tape.gradient(loss, variables)
+      assert all(isinstance(g, tf.IndexedSlices) for g in grads)
+      optimizer.apply_gradients(zip(grads, variables))
+    return tf.convert_to_tensor(table).numpy(), len(optimizer.variables)
+
+  whole = tf.Variable(initial)
+  # Named as ParameterServerStrategy names shards (Keras reads the index).
+  shards = [tf.Variable(initial[:6], name="table/part_0"),
+            tf.Variable(initial[6:], name="table/part_1")]
+  sharded = tf.__internal__.distribute.ShardedVariable(shards)
+  expected, _ = train([whole], whole)
+  got, n_slots = train(shards, sharded)
+  assert n_slots == 2  # iterations and the (sharded) accumulator
+  assert expected.shape == got.shape == (11, 4)
+  assert not (expected == initial.numpy()).all()
+  tf.debugging.assert_near(got, expected, rtol=1e-6, atol=1e-6)
