@@ -192,6 +192,13 @@ class MovingWindow:
     per_part = self.batch_size // num_parts
     return rows[part * per_part:(part + 1) * per_part]
 
+  def train_batch(self, step, part=0, num_parts=1):
+    """Slice `part` of `num_parts` of step `step`'s batch (in the graph)."""
+    rows = self.source.rows(self.row_ids(step, part, num_parts))
+    if self.faults is not None:
+      rows = self.faults(step, rows, self.source.schema)
+    return rows
+
   def train_dataset(self, start_step: int = 0,
                     input_context: Optional[tf.distribute.InputContext] = None
                     ) -> tf.data.Dataset:
@@ -215,11 +222,8 @@ class MovingWindow:
     local = replicas // pipelines
 
     def batch(i):
-      step, part = i // local, pipeline * local + i % local
-      rows = self.source.rows(self.row_ids(step, part, replicas))
-      if self.faults is not None:
-        rows = self.faults(step, rows, self.source.schema)
-      return rows
+      return self.train_batch(i // local, pipeline * local + i % local,
+                              replicas)
 
     return (tf.data.Dataset.range(start_step * local, self.total_steps * local)
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE,

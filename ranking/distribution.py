@@ -1,8 +1,14 @@
-"""Choosing a tf.distribute strategy: TPU, mirrored, multi-worker or default.
+"""Choosing a tf.distribute strategy: TPU, mirrored, multi-worker, parameter
+servers or default.
 
   kind = "auto": TPUStrategy when a TPU address is given (or TPU_NAME is
-  set), MultiWorkerMirroredStrategy when TF_CONFIG names a cluster,
+  set), ParameterServerStrategy when TF_CONFIG's cluster has a "ps" job,
+  MultiWorkerMirroredStrategy when TF_CONFIG names another cluster,
   MirroredStrategy when there are several GPUs, else the default strategy.
+
+Under ParameterServerStrategy this process is the coordinator (TF_CONFIG
+task "chief"); the "worker" and "ps" tasks run `python -m ranking.serve`.
+Only the embedding tables are sharded over the PS tasks (ranking/sharding).
 """
 
 import json
@@ -12,7 +18,10 @@ from typing import Optional
 import gin
 import tensorflow as tf
 
-KINDS = ("auto", "tpu", "mirrored", "multi_worker", "default")
+from ranking.sharding import EmbeddingPartitioner
+
+KINDS = ("auto", "tpu", "mirrored", "multi_worker", "parameter_server",
+         "default")
 
 
 @gin.configurable
@@ -27,7 +36,9 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
       CPU).
 
   Raises:
-    ValueError: an unknown kind, or TF_CONFIG that is not JSON.
+    ValueError: an unknown kind, TF_CONFIG that is not JSON, or (for
+      "parameter_server") a TF_CONFIG without "chief", "worker" and "ps"
+      jobs or whose task is not the coordinator ("chief").
   """
   if kind not in KINDS:
     raise ValueError(f"Unknown strategy {kind!r}; expected one of {KINDS}.")
@@ -35,6 +46,8 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
   if kind == "auto":
     if tpu_address:
       kind = "tpu"
+    elif "ps" in _cluster():
+      kind = "parameter_server"
     elif _has_cluster():
       kind = "multi_worker"
     elif len(tf.config.list_logical_devices("GPU")) > 1:
@@ -47,6 +60,8 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+  if kind == "parameter_server":
+    return _parameter_server_strategy()
   if kind == "multi_worker":
     _say_who_waits()
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -58,12 +73,37 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
 def _say_who_waits():
   """Joining blocks until every task of TF_CONFIG has started: says so,
   since a worker that was never launched would otherwise look like a hang."""
-  config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-  task = config.get("task") or {}
-  peers = sum(len(v) for v in (config.get("cluster") or {}).values())
+  task = _tf_config().get("task") or {}
+  peers = sum(len(v) for v in _cluster().values())
   print(f"multi-worker: {task.get('type', '?')} {task.get('index', 0)} of "
         f"{peers} tasks in TF_CONFIG; waiting for all of them to join",
         flush=True)
+
+
+def _parameter_server_strategy():
+  """The coordinator's ParameterServerStrategy over TF_CONFIG's cluster."""
+  cluster, task = _cluster(), _tf_config().get("task") or {}
+  missing = [job for job in ("chief", "worker", "ps")
+             if not cluster.get(job)]
+  if missing:
+    raise ValueError(
+        "make_strategy.kind='parameter_server' needs TF_CONFIG with a "
+        "cluster of \"chief\" (this coordinator), \"worker\" and \"ps\" "
+        f"tasks; it has no {missing} (TF_CONFIG cluster: "
+        f"{sorted(cluster) or 'none'}).")
+  if task.get("type") != "chief":
+    raise ValueError(
+        "Under ParameterServerStrategy the training program is the "
+        "coordinator, TF_CONFIG task type \"chief\"; this TF_CONFIG's task "
+        f"is {task or 'not set'}. Workers and parameter servers run "
+        "`python -m ranking.serve` instead.")
+  # TF's advice for the coordinator: calls to a failed worker fail fast,
+  # and its closures are scheduled again on the others.
+  os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  return tf.distribute.experimental.ParameterServerStrategy(
+      resolver,
+      variable_partitioner=EmbeddingPartitioner(max_shards=len(cluster["ps"])))
 
 
 def _has_cluster() -> bool:
@@ -74,3 +114,18 @@ def _has_cluster() -> bool:
     return bool(json.loads(config).get("cluster"))
   except json.JSONDecodeError as e:
     raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+
+
+def _tf_config() -> dict:
+  config = os.environ.get("TF_CONFIG")
+  if not config:
+    return {}
+  try:
+    return json.loads(config)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+
+
+def _cluster() -> dict:
+  """TF_CONFIG's cluster ({job: [addresses]}), {} without one."""
+  return _tf_config().get("cluster") or {}

@@ -12,6 +12,14 @@ class Evaluator:
 
   def __init__(self, model, strategy: tf.distribute.Strategy):
     self.model = model
+    if isinstance(strategy,
+                  tf.distribute.experimental.ParameterServerStrategy):
+      # The coordinator evaluates by itself, with the default strategy
+      # (the trainer builds this outside the PS scope): the strategy's
+      # datasets are placed on the workers for scheduled closures, and its
+      # run() outside one runs here anyway. The model reads its weights
+      # from the parameter servers.
+      strategy = tf.distribute.get_strategy()
     self.strategy = strategy
     with strategy.scope():
       self.metrics = {t.name: t.make_metric() for t in model.tasks}

@@ -9,6 +9,7 @@ The pieces are concatenated in schema order.
 import tensorflow as tf
 
 from data import schema as schema_lib
+from ranking import sharding
 
 EMBEDDING_PREFIX = "embedding_"
 
@@ -24,6 +25,9 @@ class FeatureInput(tf.keras.layers.Layer):
 
   Embedding tables are named `embedding_<feature>`, which is how the model
   tells embedding variables (plain Adagrad) from dense ones (clipped).
+  They are looked up (and so, at the first call, built) inside
+  sharding.embedding_tables(): a ParameterServerStrategy shards them, and
+  only them, over its parameter servers.
   """
 
   def __init__(self, schema: schema_lib.Schema, embedding_dim: int = 64,
@@ -45,6 +49,14 @@ class FeatureInput(tf.keras.layers.Layer):
     return input_width(self.schema, self.embedding_dim)
 
   def call(self, features):
+    with sharding.embedding_tables():
+      parts = self._embedded(features)
+    for f in self.schema.dense:
+      parts.append(tf.reshape(tf.cast(features[f.name], self.compute_dtype),
+                              [-1, f.dim]))
+    return tf.concat(parts, axis=1)
+
+  def _embedded(self, features):
     parts = []
     for f in self.schema.categorical:
       ids = tf.cast(features[f.name], tf.int64)
@@ -56,7 +68,4 @@ class FeatureInput(tf.keras.layers.Layer):
         parts.append(tf.reduce_sum(vectors, axis=1) / count)
       else:
         parts.append(table(ids))
-    for f in self.schema.dense:
-      parts.append(tf.reshape(tf.cast(features[f.name], self.compute_dtype),
-                              [-1, f.dim]))
-    return tf.concat(parts, axis=1)
+    return parts

@@ -33,7 +33,7 @@ import tensorflow as tf
 from data.source import Source
 from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
-from ranking import integrity
+from ranking import coordinated_loop, integrity
 from ranking import roles
 from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline
@@ -222,22 +222,27 @@ class Trainer:
           zip(grads[n_emb:], variables[n_emb:]))
       return total, per_task, tf.cast(~finite, tf.float32)
 
+    def train_step(batch):
+      total, per_task, bad = strategy.run(replica_step, args=(batch,))
+      total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
+      finite = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, None) == 0
+      per_task = [strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                  per_task[t.name], None) for t in tasks]
+      self.global_step.assign_add(1)
+      self.monitor.observe(tf.stack(per_task), self.global_step, finite)
+      self._loss_sums["total"].assign_add(tf.where(finite, total, 0.0))
+      self._loss_sums["finite_steps"].assign_add(tf.cast(finite, tf.float32))
+      for task, value in zip(tasks, per_task):
+        self._loss_sums[task.name].assign_add(tf.where(finite, value, 0.0))
+
+    if coordinated_loop.is_parameter_server(strategy):
+      return coordinated_loop.CoordinatedLoop(
+          strategy, train_step, self.window.train_batch, self._state_finite)
+
     @tf.function
     def train_loop(iterator, steps):
       for _ in tf.range(steps):
-        total, per_task, bad = strategy.run(replica_step,
-                                            args=(next(iterator),))
-        total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
-        finite = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, None) == 0
-        per_task = [strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                    per_task[t.name], None) for t in tasks]
-        self.global_step.assign_add(1)
-        self.monitor.observe(tf.stack(per_task), self.global_step, finite)
-        self._loss_sums["total"].assign_add(tf.where(finite, total, 0.0))
-        self._loss_sums["finite_steps"].assign_add(tf.cast(finite,
-                                                           tf.float32))
-        for task, value in zip(tasks, per_task):
-          self._loss_sums[task.name].assign_add(tf.where(finite, value, 0.0))
+        train_step(next(iterator))
       # The update's result: weights and optimizer slots, once per call.
       return self._state_finite()
 
@@ -321,6 +326,8 @@ class Trainer:
       optimizer.learning_rate.assign(rate * scale)
 
   def _iterator(self, start):
+    if coordinated_loop.is_parameter_server(self.strategy):
+      return coordinated_loop.StreamPosition(start)
     return iter(self.strategy.distribute_datasets_from_function(
         lambda ctx: self.window.train_dataset(start, ctx)))
 

@@ -7,7 +7,8 @@ from ranking import launch
 TINY = ["configs/small_clippy.gin", "configs/tiny.gin"]
 
 
-def train(model_dir, params=(), gin_files=TINY, trainer_hook=None):
+def train(model_dir, params=(), gin_files=TINY, trainer_hook=None,
+          strategy=None):
   """Builds and runs a Trainer in this process; returns (summary, or the
   ValueError, RuntimeError or Preempted raised, log lines)."""
   from ranking.trainer import Preempted, Trainer  # pylint: disable=g-import-not-at-top
@@ -16,7 +17,7 @@ def train(model_dir, params=(), gin_files=TINY, trainer_hook=None):
   try:
     launch.parse_gin(gin_files, list(params))
     launch.prepare_model_dir(model_dir)
-    trainer = Trainer(model_dir, log=lines.append)
+    trainer = Trainer(model_dir, strategy=strategy, log=lines.append)
     if trainer_hook:
       trainer_hook(trainer)
     try:
