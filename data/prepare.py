@@ -10,7 +10,7 @@ Arrow IPC are in data/on_disk.py.
 
 Each day is read from the source in chunks of --chunk rows
 (`source.rows(tf.range(lo, hi))`), assembled and written as one record
-batch, so preparing holds about one day in memory: the synthetic stream is
+batch, so preparing holds a few times one day's size in memory: the synthetic stream is
 generated chunk by chunk. The file sources and the TFDS builders
 (data/files.py, data/movielens.py, data/kuairand.py) still read their whole
 log into memory when they are built; only serving it afterwards is

@@ -73,8 +73,12 @@ def make_strategy(kind: str = "auto", tpu_address: Optional[str] = None,
 def _say_who_waits():
   """Joining blocks until every task of TF_CONFIG has started: says so,
   since a worker that was never launched would otherwise look like a hang."""
-  task = _tf_config().get("task") or {}
+  task = tf_config().get("task") or {}
   peers = sum(len(v) for v in _cluster().values())
+  if not peers:
+    print("multi-worker: no cluster in TF_CONFIG; training as one process",
+          flush=True)
+    return
   print(f"multi-worker: {task.get('type', '?')} {task.get('index', 0)} of "
         f"{peers} tasks in TF_CONFIG; waiting for all of them to join",
         flush=True)
@@ -82,7 +86,7 @@ def _say_who_waits():
 
 def _parameter_server_strategy():
   """The coordinator's ParameterServerStrategy over TF_CONFIG's cluster."""
-  cluster, task = _cluster(), _tf_config().get("task") or {}
+  cluster, task = _cluster(), tf_config().get("task") or {}
   missing = [job for job in ("chief", "worker", "ps")
              if not cluster.get(job)]
   if missing:
@@ -107,25 +111,46 @@ def _parameter_server_strategy():
 
 
 def _has_cluster() -> bool:
-  config = os.environ.get("TF_CONFIG")
-  if not config:
-    return False
-  try:
-    return bool(json.loads(config).get("cluster"))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+  return bool(_cluster())
 
 
-def _tf_config() -> dict:
-  config = os.environ.get("TF_CONFIG")
-  if not config:
+def tf_config() -> dict:
+  """TF_CONFIG, checked: {} without one; else its "cluster" maps job names
+  to lists of "host:port" and its "task" has a "type" and an int "index".
+
+  Raises:
+    ValueError: TF_CONFIG is not JSON or not of that shape; names the field.
+  """
+  text = os.environ.get("TF_CONFIG")
+  if not text:
     return {}
   try:
-    return json.loads(config)
+    config = json.loads(text)
   except json.JSONDecodeError as e:
     raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+  if not isinstance(config, dict):
+    raise ValueError(f"TF_CONFIG must be a JSON object, got {text[:200]}")
+  cluster = config.get("cluster") or {}
+  if not isinstance(cluster, dict) or not all(
+      isinstance(v, list) and all(isinstance(a, str) for a in v)
+      for v in cluster.values()):
+    raise ValueError("TF_CONFIG's \"cluster\" must map job names to lists "
+                     "of \"host:port\" addresses, e.g. {\"worker\": "
+                     f"[\"host0:2222\", \"host1:2222\"]}}; got {cluster!r}")
+  task = config.get("task") or {}
+  if task and (not isinstance(task, dict) or "type" not in task or
+               isinstance(task.get("index", 0), bool) or
+               not isinstance(task.get("index", 0), int)):
+    raise ValueError("TF_CONFIG's \"task\" must be {\"type\": a job name, "
+                     f"\"index\": a whole number}}; got {task!r}")
+  if task and task["type"] in cluster and not (
+      0 <= task.get("index", 0) < len(cluster[task["type"]])):
+    raise ValueError(f"TF_CONFIG's task index {task.get('index', 0)} is not "
+                     f"one of the {len(cluster[task['type']])} "
+                     f"{task['type']} tasks.")
+  return config
 
 
 def _cluster() -> dict:
   """TF_CONFIG's cluster ({job: [addresses]}), {} without one."""
-  return _tf_config().get("cluster") or {}
+  return tf_config().get("cluster") or {}

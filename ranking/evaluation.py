@@ -6,14 +6,15 @@ from typing import Dict
 
 import tensorflow as tf
 
+from ranking.coordinated_loop import is_parameter_server
+
 
 class Evaluator:
   """Evaluates a model on a dataset under a strategy; metrics built once."""
 
   def __init__(self, model, strategy: tf.distribute.Strategy):
     self.model = model
-    if isinstance(strategy,
-                  tf.distribute.experimental.ParameterServerStrategy):
+    if is_parameter_server(strategy):
       # The coordinator evaluates by itself, with the default strategy
       # (the trainer builds this outside the PS scope): the strategy's
       # datasets are placed on the workers for scheduled closures, and its

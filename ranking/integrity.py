@@ -49,6 +49,10 @@ RESUME_MAY_DIFFER = (
     "Trainer.allow_config_change", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
     "MovingWindow.min_eval_examples",
+    # Where the tables live and how a prepared log is read: not what is
+    # trained (its rows are checked by the data fingerprint).
+    "EmbeddingPartitioner.*", "on_disk_source.path",
+    "on_disk_source.max_mapped_days", "on_disk_source.verify_checksums",
 )
 
 # Bindings added after runs were recorded, with the value that does what

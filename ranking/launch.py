@@ -25,6 +25,10 @@ def prepare_model_dir(model_dir: str):
   """Creates model_dir; fails before any work if it cannot be written."""
   if not model_dir:
     raise ValueError("--model_dir is required.")
+  if "://" in model_dir:
+    raise ValueError(f"--model_dir {model_dir}: the run's files (lock, "
+                     "checkpoints, atomic renames) need a POSIX path; mount "
+                     "the bucket (e.g. with gcsfuse) and give its local path.")
   try:
     os.makedirs(model_dir, exist_ok=True)
   except OSError as e:

@@ -113,11 +113,12 @@ class Recovery(tf.Module):
 
   def attach(self, state: tf.train.Checkpoint, step: tf.Variable,
              checkpoint_dir: str, periodic_every: int,
-             log: Callable[[str], None]):
+             log: Callable[[str], None], writes: bool = True):
     """`state`: what a rollback restores (not this module), `step` among
-    it; `periodic_every`: the trainer's checkpoint period."""
+    it; `periodic_every`: the trainer's checkpoint period; `writes`: False
+    on a worker other than the chief, which only reads checkpoint_dir."""
     self._state, self._step, self._dir = state, step, checkpoint_dir
-    self._periodic, self.log = periodic_every, log
+    self._periodic, self.log, self._writes = periodic_every, log, writes
 
   # -- restore points --------------------------------------------------------
 
@@ -163,7 +164,7 @@ class Recovery(tf.Module):
       self._drop(step)
     self._ring = []
     persisted = self._persisted_dir()
-    if os.path.isdir(persisted):
+    if self._writes and os.path.isdir(persisted):
       shutil.rmtree(persisted)
 
   def _persisted_dir(self):
@@ -192,7 +193,7 @@ class Recovery(tf.Module):
     was restored (others are stale and removed); a checkpoint written right
     after a rollback is its resume point, which a rollback snapshots."""
     self._ring = []
-    if os.path.isdir(self._persisted_dir() + ".tmp"):
+    if self._writes and os.path.isdir(self._persisted_dir() + ".tmp"):
       shutil.rmtree(self._persisted_dir() + ".tmp")
     if self._read_persisted(restored_step):
       return
@@ -215,7 +216,8 @@ class Recovery(tf.Module):
       self.log(f"ignoring {target}: {integrity.describe_error(e)}")
       matches = False
     if not matches:
-      shutil.rmtree(target)
+      if self._writes:
+        shutil.rmtree(target)
       return False
     for step in steps:
       for path in tf.io.gfile.glob(os.path.join(target, f"ckpt-{step}.*")):

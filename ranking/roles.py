@@ -19,7 +19,7 @@ chief.
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
@@ -62,8 +62,18 @@ def role_of(strategy: tf.distribute.Strategy) -> Role:
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return Role()
   resolver = strategy.cluster_resolver
-  task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
-  jobs = resolver.cluster_spec().as_dict()
+  return role_in(resolver.task_type, resolver.task_id,
+                 resolver.cluster_spec().as_dict())
+
+
+def role_in(task_type: Optional[str], task_id: Optional[int],
+            jobs: Dict[str, List[str]]) -> Role:
+  """The role of task (task_type, task_id) of the cluster `jobs` ({job:
+  [addresses]}); no cluster (a multi-worker strategy without TF_CONFIG) is
+  one process, the chief."""
+  if not jobs:
+    return Role()
+  task_id = int(task_id or 0)
   num_workers = len(jobs.get("worker", ())) + len(jobs.get("chief", ()))
   chief = task_type == "chief" or (task_type == "worker" and task_id == 0
                                    and "chief" not in jobs)
@@ -71,4 +81,3 @@ def role_of(strategy: tf.distribute.Strategy) -> Role:
   index = task_id + ("chief" in jobs and task_type == "worker")
   return Role(chief, "chief" if chief else f"{task_type} {task_id}", index,
               num_workers)
-

@@ -10,13 +10,14 @@ tasks and schedules the training steps on the "worker" tasks. Start the
 servers in any order; the coordinator waits for them.
 """
 
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from ranking.distribution import tf_config
 
 TASKS = ("worker", "ps")
 
@@ -28,10 +29,7 @@ def server_from_tf_config() -> tf.distribute.Server:
     ValueError: TF_CONFIG is missing or not JSON, its cluster has no "ps"
       or "worker" job, or its task is not one of them.
   """
-  try:
-    config = json.loads(os.environ.get("TF_CONFIG") or "null")
-  except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+  config = tf_config()
   if not config:
     raise ValueError("ranking.serve needs TF_CONFIG naming the cluster and "
                      "this task (see the README, \"Parameter servers\").")
@@ -46,9 +44,6 @@ def server_from_tf_config() -> tf.distribute.Server:
     raise ValueError(
         f"ranking.serve runs a {' or '.join(TASKS)} task; TF_CONFIG's task "
         f"is {task or 'not set'} (the coordinator, \"chief\", runs train.py).")
-  if not 0 <= index < len(cluster[kind]):
-    raise ValueError(f"TF_CONFIG's task index {index} is not one of the "
-                     f"{len(cluster[kind])} {kind} tasks.")
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   return tf.distribute.Server(resolver.cluster_spec(), job_name=kind,
                               task_index=index,
@@ -58,7 +53,7 @@ def server_from_tf_config() -> tf.distribute.Server:
 
 def main():
   server = server_from_tf_config()
-  task = json.loads(os.environ["TF_CONFIG"])["task"]
+  task = tf_config()["task"]
   print(f"serving {task['type']} {task.get('index', 0)} at {server.target}",
         flush=True)
   server.join()

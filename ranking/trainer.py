@@ -194,7 +194,7 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(**state, recovery=self.recovery)
     self.checkpoint_dir = os.path.join(model_dir, "checkpoints")
     self.recovery.attach(self.state, self.global_step, self.checkpoint_dir,
-                         self.checkpoint_every, log)
+                         self.checkpoint_every, log, writes=self.role.chief)
     self._train_loop = self._make_train_loop()
 
   # -- the compiled loop ------------------------------------------------
@@ -237,7 +237,8 @@ class Trainer:
 
     if coordinated_loop.is_parameter_server(strategy):
       return coordinated_loop.CoordinatedLoop(
-          strategy, train_step, self.window.train_batch, self._state_finite)
+          strategy, train_step, self.window.train_batch, self._state_finite,
+          self.global_step, self.log)
 
     @tf.function
     def train_loop(iterator, steps):
@@ -299,7 +300,10 @@ class Trainer:
       # The files a run appends to must be writable before anything changes.
       open(os.path.join(self.model_dir, "metrics.jsonl"), "a").close()
       integrity.clean_temporaries(self.model_dir, self.log)
-    # Every worker restores the chief's checkpoint; only the chief repairs.
+    # Every worker restores the chief's checkpoint (a collective restore);
+    # only the chief repairs.
+    if self.role.num_workers > 1:
+      self._check_same_checkpoints()
     restored = integrity.restore_newest_intact(
         self._restore, self.checkpoint_dir, self.log, repair=chief)
     # The learning rates are optimizer variables, saved in checkpoints: the
@@ -469,14 +473,31 @@ class Trainer:
     so all of them checkpoint the same step and stop together."""
     if self.role.num_workers == 1:
       return self._stop_signal is not None
-    return bool(self._any_worker(tf.constant(
-        self._stop_signal is not None, tf.float32)))
+    return float(self._sum_over_replicas(tf.constant(
+        [self._stop_signal is not None], tf.float64))[0]) > 0
+
+  def _check_same_checkpoints(self):
+    """Every worker must resume from the same checkpoint, or they would
+    all-reduce the gradients of different batches (and restoring is itself
+    collective): not so when model_dir is not one shared directory. Checked
+    on the newest checkpoint each of them sees, before any restore."""
+    found = integrity.checkpoint_candidates(self.checkpoint_dir)
+    step = found[0][0] if found else -1
+    n = self.strategy.num_replicas_in_sync
+    total, squares = (float(v) for v in self._sum_over_replicas(
+        tf.constant([step, step * step], tf.float64)))
+    if n * squares != total * total:
+      newest = f"ckpt-{step}" if found else "no checkpoint"
+      raise RuntimeError(
+          f"the workers see different checkpoints (this one: {newest} in "
+          f"{self.checkpoint_dir}): is --model_dir {self.model_dir} one "
+          "directory shared by every worker?")
 
   @tf.function
-  def _any_worker(self, flag):
-    per_replica = self.strategy.run(tf.identity, args=(flag,))
+  def _sum_over_replicas(self, values):
+    per_replica = self.strategy.run(tf.identity, args=(values,))
     return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                                axis=None) > 0
+                                axis=None)
 
   @contextlib.contextmanager
   def _stop_on_sigterm(self):

@@ -37,13 +37,15 @@ def tf_config(spec: Dict[str, List[str]], job: str, index: int) -> str:
 
 def train_workers(model_dir: str, gin_files: Sequence[str],
                   params: Sequence[str], num_workers: int, scratch: str,
-                  timeout: int = 600) -> List[subprocess.CompletedProcess]:
+                  timeout: int = 600, model_dirs: Sequence[str] = ()
+                  ) -> List[subprocess.CompletedProcess]:
   """Runs train.py as `num_workers` workers of one job (multi-worker
   mirrored); returns each worker's completed process (with its `pid`), in
-  task order. Each worker's temporary directory is `scratch`."""
+  task order. Each worker's temporary directory is `scratch`; worker i's
+  --model_dir is model_dirs[i] if given (a directory that is not shared).
+  """
   spec = cluster(worker=num_workers)
-  args = [sys.executable, os.path.join(ROOT, "train.py"),
-          f"--model_dir={model_dir}"]
+  args = [sys.executable, os.path.join(ROOT, "train.py")]
   args += [f"--gin_file={f}" for f in gin_files]
   args += [f"--gin_param={p}" for p in
            ["make_strategy.kind = 'multi_worker'"] + list(params)]
@@ -51,8 +53,9 @@ def train_workers(model_dir: str, gin_files: Sequence[str],
   for i in range(num_workers):
     env = dict(os.environ, TF_CONFIG=tf_config(spec, "worker", i),
                TMPDIR=scratch)
+    directory = model_dirs[i] if model_dirs else model_dir
     workers.append(subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        args + [f"--model_dir={directory}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True))
   done = []
   for worker in workers:

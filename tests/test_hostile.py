@@ -480,6 +480,19 @@ def test_config_differences_ignore_bindings_that_do_not_change_training():
              "Trainer.source = @file_source()\n")
   assert integrity.config_differences(recorded, current) == [
       "Trainer.source: @SyntheticStream() -> @file_source()"]
+  # Another strategy (its table sharding) or another place for the same
+  # prepared log may differ too; the log's rows are the fingerprint's job.
+  recorded += "on_disk_source.path = '/a'\n"
+  current += ("on_disk_source.path = '/b'\n"
+              "EmbeddingPartitioner.min_shard_bytes = 262144\n")
+  assert integrity.config_differences(recorded, current) == [
+      "Trainer.source: @SyntheticStream() -> @file_source()"]
+
+
+def test_a_model_dir_on_a_url_is_refused_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match="POSIX path; mount the bucket"):
+    launch.prepare_model_dir("gs://bucket/run")
+  assert not os.path.exists("gs:")
 
 
 # -- (3) outputs --------------------------------------------------------------

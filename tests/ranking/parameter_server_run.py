@@ -14,7 +14,6 @@ down within a process.
 
 import json
 import os
-import socket
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -25,20 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from tests import cluster as tests_cluster  # pylint: disable=g-import-not-at-top
 from tests import runs  # pylint: disable=g-import-not-at-top
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def start_cluster(num_workers, num_ps):
   """In-process worker and PS servers; returns (servers, TF_CONFIG dict)."""
-  cluster = {job: [f"127.0.0.1:{_free_port()}" for _ in range(n)]
-             for job, n in (("chief", 1), ("worker", num_workers),
-                            ("ps", num_ps))}
+  cluster = tests_cluster.cluster(chief=1, worker=num_workers, ps=num_ps)
   # Servers in one process share its cores: with the default thread pool
   # (one thread per core, 2 here) the workers' steps deadlock (as TF's
   # tutorial warns for in-process clusters).

@@ -1,7 +1,8 @@
 """train.py as two worker processes of one job (MultiWorkerMirroredStrategy
 over TF_CONFIG on 127.0.0.1): the same weights as one process of the same
 global batch, one copy of every output, and a job that resumes after a
-preemption (SIGTERM) and after a worker is killed (SIGKILL)."""
+preemption (SIGTERM) and after a worker is killed (SIGKILL); workers that
+do not share model_dir are refused."""
 
 import collections
 import json
@@ -96,5 +97,15 @@ def test_two_workers_train_one_job_that_resumes(tmp_path):
   counts = collections.Counter(_records(job))
   assert counts == collections.Counter(_records(reference))
   assert set(counts.values()) == {1}
-  assert _event_file_pids(job) <= set(chiefs)
+  assert _event_file_pids(job) and _event_file_pids(job) <= set(chiefs)
   assert not [n for n in os.listdir(scratch) if n.startswith("ranking-")]
+
+  # Workers that do not share model_dir would resume from different
+  # checkpoints: refused by all of them, before any restore.
+  apart = cluster.train_workers(job, TINY, STEPS, 2, scratch, model_dirs=[
+      job, str(tmp_path / "elsewhere")])
+  for worker in apart:
+    assert worker.returncode not in (0, None)
+    assert "workers see different checkpoints" in worker.stderr, (
+        worker.stderr[-3000:])
+  assert os.path.exists(os.path.join(job, "summary.json"))  # untouched

@@ -175,3 +175,22 @@ def test_adagrad_on_table_shards_equals_it_on_the_whole_table():
   assert expected.shape == got.shape == (11, 4)
   assert not (expected == initial.numpy()).all()
   tf.debugging.assert_near(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_malformed_tf_config_is_named(monkeypatch):
+  for text, named in (
+      ("[1, 2]", "must be a JSON object"),
+      ('{"cluster": ["127.0.0.1:1"]}', "must map job names to lists"),
+      ('{"cluster": {"worker": "127.0.0.1:1"}}', "must map job names"),
+      ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}',
+       r"\"task\" must be"),
+      ('{"cluster": {"worker": ["127.0.0.1:1"]}, '
+       '"task": {"type": "worker", "index": "0"}}', r"\"task\" must be"),
+      ('{"cluster": {"worker": ["127.0.0.1:1"]}, '
+       '"task": {"type": "worker", "index": 1}}', "index 1 is not one of the "
+       "1 worker")):
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(ValueError, match=named):
+      distribution.make_strategy()
+    with pytest.raises(ValueError, match=named):
+      serve.server_from_tf_config()
