@@ -34,9 +34,15 @@ flags.DEFINE_string("model_dir", None, "Directory of the run (created).")
 FLAGS = flags.FLAGS
 
 
+STOPPED_WHILE_BUILDING = ("train.py: stopped by SIGTERM outside the training "
+                          "loop (nothing to checkpoint); rerun the same "
+                          "command")
+_sigterm_while_building = []
+
+
 def _stopped_while_building(signum, frame):  # pylint: disable=unused-argument
-  raise SystemExit("train.py: stopped by SIGTERM outside the training loop "
-                   "(nothing to checkpoint); rerun the same command")
+  _sigterm_while_building.append(signum)
+  raise SystemExit(STOPPED_WHILE_BUILDING)
 
 
 def main(argv):
@@ -46,8 +52,15 @@ def main(argv):
   # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
   # through Python, so a model_dir this launch created is removed again.
   signal.signal(signal.SIGTERM, _stopped_while_building)
-  trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
-                                 FLAGS.model_dir)
+  try:
+    trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
+                                   FLAGS.model_dir)
+  except BaseException as e:  # pylint: disable=broad-except
+    # The SystemExit can surface as another error when the signal lands in
+    # a callback from TensorFlow's C++ (seen as a bare TypeError).
+    if _sigterm_while_building and not isinstance(e, SystemExit):
+      raise SystemExit(STOPPED_WHILE_BUILDING) from e
+    raise
   try:
     summary = trainer.run()
   except Preempted as e:
