@@ -158,10 +158,6 @@ class MovingWindow:
     return self.source.day_of_date(date, f"MovingWindow.{date_key}",
                                    f"MovingWindow.{day_key}")
 
-  def date_of_day(self, day: int):
-    """The date of day `day` (None: the source has no calendar)."""
-    return self.source.date_of_day(day)
-
   def _window_rows(self, day):
     first = max(day - self.window_days + 1, 0)
     offsets = self.source.day_offsets

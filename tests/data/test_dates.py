@@ -39,7 +39,7 @@ def test_dates_name_days_across_a_leap_day():
   assert window.eval_day == 3
   np.testing.assert_array_equal(window.train_days, [1, 2])
   assert window.eval_date == datetime.date(2024, 3, 1)
-  assert window.date_of_day(2) == datetime.date(2024, 2, 29)
+  assert source.date_of_day(2) == datetime.date(2024, 2, 29)
   assert source.describe_day(4) == "day 4 (2024-03-02)"
   assert source.calendar() == "days 0..4, dates 2024-02-27..2024-03-02"
   # The default evaluation day (the last) has its date too.
