@@ -7,7 +7,7 @@
 Runs already finished are skipped; a run killed midway resumes from its
 checkpoints. Stopping the sweep (Ctrl-C, SIGTERM, even SIGKILL) stops its
 trainings; rerunning it finishes only the missing runs. Writes
-results/<name>/: runs.csv, table2.md, per_task.csv, claims.md, the figures
+results/<name>/: runs.csv, table2.md, per_task.csv, convergence.md, claims.md, the figures
 and runs/<run>/{summary.json,metrics.jsonl.gz,operative_config.gin,run.json}.
 """
 
@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from sweeps import claims
+from sweeps import convergence
 from sweeps import figures
 from sweeps import grid
 from sweeps import runner
@@ -40,8 +41,8 @@ FLAGS = flags.FLAGS
 
 
 def report(sweep: grid.Sweep, log=print):
-  """Writes table2.md, per_task.csv, the figures and claims.md from the
-  collected runs; returns the paths."""
+  """Writes table2.md, per_task.csv, the figures, convergence.md and
+  claims.md from the collected runs; returns the paths."""
   out_dir = runner.results_dir(sweep)
   runs_dir = os.path.join(out_dir, "runs")
   summaries = runner.load_results(sweep, runs_dir)
@@ -58,6 +59,7 @@ def report(sweep: grid.Sweep, log=print):
         os.remove(path)
     else:
       paths.append(path)
+  paths.append(convergence.write(sweep, summaries, runs_dir, out_dir))
   paths.append(claims.write(sweep, summaries, runs_dir, out_dir))
   with open(os.path.join(out_dir, "table2.md")) as f:
     log("\n" + f.read())

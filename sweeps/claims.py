@@ -1,4 +1,4 @@
-"""Checks the paper's five claims against a sweep's results: claims.md.
+"""Checks the paper's six claims against a sweep's results: claims.md.
 
 Each line says HOLDS, FAILS or UNDECIDED (the sweep lacks the runs) and
 gives the numbers it was decided on.
@@ -11,6 +11,8 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 
 from sweeps import curves
+from sweeps import factors as factors_lib
+from sweeps import figures
 from sweeps import grid
 from sweeps import table as table_lib
 
@@ -192,6 +194,46 @@ def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:
       f"{np.mean(clipped[True]) * 100:.0f}%")
 
 
+# Claim 6 looks at the training summaries in this many steps up to the
+# divergence (the detector dates a divergence from its first finding, an
+# evaluation that can come a day after the blow-up).
+DIVERGENCE_WINDOW_STEPS = 250
+
+
+def clippy_factor_smaller(sweep, cells, summaries, runs_directory
+                          ) -> Tuple[bool, str]:
+  """(6) At the divergence of a naive run, the factor Clippy would apply is
+  two orders of magnitude (100x) smaller than GC's and AGC's (paper Fig.
+  4b): the smallest over layers and over the training summaries of the
+  DIVERGENCE_WINDOW_STEPS steps up to the divergence, with the sweep's
+  picked thresholds (sweeps/factors.py)."""
+  run = figures.diverged_naive_run(sweep, summaries)
+  if run is None:
+    return None, "no naive run diverged"
+  summary = summaries[run.name]
+  train = curves.read_metrics(os.path.join(runs_directory, run.name))["train"]
+  layers = curves.layers(train)
+  if not layers:
+    return None, f"{run.name} has no per-layer diagnostics"
+  end = summary.get("diverged_at_step") or max(train)
+  window = {s: r for s, r in train.items()
+            if end - DIVERGENCE_WINDOW_STEPS <= s <= end}
+  if not window:
+    return None, f"{run.name} has no training summary before step {end}"
+  gc, agc = (figures.picked_threshold(cells, sweep, m, run.model)
+             for m in ("gc", "agc"))
+  smallest = {m: float(np.min(f)) for m, f in factors_lib.smallest_factors(
+      window, layers, run.learning_rate(sweep), gc, agc).items()}
+  ratios = {m: smallest[m] / smallest["clippy"] if smallest["clippy"] > 0
+            else math.inf for m in ("gc", "agc")}
+  return all(r >= 100 for r in ratios.values()), (
+      f"{run.name} (diverged at step {end}), smallest factor over layers "
+      f"and steps {max(0, end - DIVERGENCE_WINDOW_STEPS)}-{end}: Clippy "
+      f"{smallest['clippy']:.3g}, GC (λ={gc:g}) {smallest['gc']:.3g} "
+      f"({ratios['gc']:.3g}x Clippy's), AGC (λ={agc:g}) "
+      f"{smallest['agc']:.3g} ({ratios['agc']:.3g}x Clippy's)")
+
+
 def check(sweep: grid.Sweep, summaries: Mapping[str, Dict],
           runs_directory: str) -> List[Tuple[str, bool, str]]:
   cells = table_lib.cells(sweep, summaries)
@@ -205,6 +247,9 @@ def check(sweep: grid.Sweep, summaries: Mapping[str, Dict],
        *gain_over_gc_grows(sweep, cells)),
       ("Clippy clips bottom layers more than top layers",
        *bottom_clipped_more(sweep, cells, runs_directory)),
+      ("At a naive run's divergence, Clippy's factor is 100x smaller than "
+       "GC's and AGC's",
+       *clippy_factor_smaller(sweep, cells, summaries, runs_directory)),
   ]
 
 

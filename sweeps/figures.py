@@ -9,11 +9,8 @@
                           ||g||/||w||, ||r/w||_inf, and the factor GC, AGC
                           and Clippy would have applied at each step (Fig. 4b).
 
-Factors of Fig. 4b from the recorded norms, with the sweep's picked
-thresholds: GC min(1, lambda/||g||); AGC min(1, lambda*||w||/||g||) (the
-||w|| floor left out); Clippy with lambda_abs = 0, min(1, lambda_rel /
-(eta*||r/w||_inf)), exact for that lambda_abs since ||r/w||_inf is the max
-of |r_i|/|w_i| over w_i != 0 (lambda_abs > 0 only loosens it).
+Factors of Fig. 4b from the recorded norms (sweeps/factors.py), with the
+sweep's picked thresholds.
 """
 
 import math
@@ -27,10 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from sweeps import curves
+from sweeps import factors as factors_lib
 from sweeps import grid
 from sweeps import table as table_lib
 
-CLIPPY_LAMBDA_REL = 0.5  # configs/optimizers/clippy.gin
 PAPER_DEFAULT = {"gc": 1e-2, "agc": 1e-3}
 
 
@@ -113,9 +110,11 @@ def diverged_naive_run(sweep, summaries) -> Optional[grid.Run]:
   return max(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
-def _threshold(cells, sweep, method) -> float:
-  for model in sweep.models:
-    cell = cells[model].get(method)
+def picked_threshold(cells, sweep, method, model=None) -> float:
+  """The threshold picked for `method` on `model`, else on the first model
+  that has one (the paper's default when none has)."""
+  for name in ([model] if model in sweep.models else []) + list(sweep.models):
+    cell = cells[name].get(method)
     if cell is not None and cell.best is not None and \
         cell.best.threshold is not None:
       return cell.best.threshold
@@ -129,7 +128,8 @@ def fig4b(sweep, cells, summaries, runs_directory, path) -> Optional[str]:
   summary = summaries[run.name]
   train = _run_metrics(runs_directory, run)["train"]
   eta = run.learning_rate(sweep)
-  gc, agc = _threshold(cells, sweep, "gc"), _threshold(cells, sweep, "agc")
+  gc, agc = (picked_threshold(cells, sweep, m, run.model)
+             for m in ("gc", "agc"))
   panels = [("grad_norm", "||g||"), ("grad_to_weight_norm", "||g|| / ||w||"),
             ("max_direction_to_weight", "||r / w||_inf")]
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -147,29 +147,14 @@ def fig4b(sweep, cells, summaries, runs_directory, path) -> Optional[str]:
     ax.grid(alpha=0.3, which="both")
   axes[0][0].legend(fontsize=6, ncol=2)
   ax = axes[1][1]
-  steps = sorted(train)
-
-  def column(key):  # [layer, step]; missing or non-finite as NaN
-    def value(s, layer):
-      v = train[s].get(f"diagnostics/{layer}/{key}")
-      return np.nan if v is None else float(v)
-    return np.array([[value(s, layer) for s in steps]
-                     for layer in layer_names])
-
-  with np.errstate(divide="ignore", invalid="ignore"):
-    factors = {
-        f"GC (λ={gc:g})": gc / column("grad_norm"),
-        f"AGC (λ={agc:g})": agc / column("grad_to_weight_norm"),
-        f"Clippy (λ_rel={CLIPPY_LAMBDA_REL:g}, λ_abs=0)":
-            CLIPPY_LAMBDA_REL / (eta * column("max_direction_to_weight")),
-    }
-  for label, factor in factors.items():
-    # The smallest factor over layers at each step; a zero gradient needs
-    # none (factor 1).
-    factor = np.minimum(1.0, np.where(np.isnan(factor), np.inf, factor))
-    smallest = factor.min(axis=0)
-    shown = np.isfinite(smallest)
-    ax.plot(np.array(steps)[shown], smallest[shown], label=label)
+  steps = np.array(sorted(train))
+  smallest = factors_lib.smallest_factors(train, layer_names, eta, gc, agc)
+  labels = {"gc": f"GC (λ={gc:g})", "agc": f"AGC (λ={agc:g})",
+            "clippy": f"Clippy (λ_rel={factors_lib.CLIPPY_LAMBDA_REL:g}, "
+                      "λ_abs=0)"}
+  for method, label in labels.items():
+    shown = np.isfinite(smallest[method])
+    ax.plot(steps[shown], smallest[method][shown], label=label)
   ax.set_yscale("log")
   ax.set_title("factor each method would apply (smallest over layers)")
   ax.legend(fontsize=7)

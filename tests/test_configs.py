@@ -74,6 +74,7 @@ def test_cpu_preset_is_the_paper_grid():
   assert sweep.methods == ("naive", "gc", "agc", "lamb", "clippy")
   assert sweep.thresholds == grid.PAPER_THRESHOLDS
   assert sweep.lr_multipliers == (1.0, 2.0) and sweep.seeds == (0, 1, 2)
-  # Small: naive 2+2, GC/AGC/LAMB 3x2+2 each, Clippy 2+2; Large and
-  # Large+DCN: 5 methods x (2+2).
-  assert sweep.total_runs() == 32 + 20 + 20
+  # Thresholds searched on every model: naive 2+2, GC/AGC/LAMB 3x2+2 each,
+  # Clippy 2+2 = 32 runs a model.
+  assert sweep.threshold_search_model is None
+  assert sweep.total_runs() == 3 * 32

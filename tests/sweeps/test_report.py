@@ -129,7 +129,10 @@ def test_claims(tmp_path):
     write_run(runs, name, s, sigmas)
   checked = claims.check(sweep, HAND, runs)
   verdicts = [ok for _, ok, _ in checked]
-  assert verdicts == [True, True, True, True, True]
+  # (6) undecided: the diverged naive run has no per-layer diagnostics.
+  assert verdicts == [True, True, True, True, True, None]
+  assert checked[5][2] == ("large_dcn-naive-lr2x-s0 has no per-layer "
+                           "diagnostics")
   # (3) Large+DCN: Clippy 0.81 vs the best baseline, GC 0.77 - 0.0141.
   assert "best baseline GC 0.7700" in checked[2][2]
   # (4) gains: Small 0.77 - 0.76 = +1.00 points; Large+DCN 0.81 - 0.77;
