@@ -52,6 +52,9 @@ table2-report: install
 	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin --report_only
 	$(PY) -m sweeps --gin_file=configs/table2_kuairand.gin --report_only
 	$(PY) -m sweeps --gin_file=configs/table2_movielens.gin --report_only
+	$(PY) -m sweeps.claims_by_dataset --output=results/claims.md \
+	  synthetic=results/table2_cpu kuairand=results/table2_kuairand \
+	  movielens=results/table2_movielens
 
 # Re-judges the committed runs with today's divergence detector (about two
 # minutes): results/table2_cpu/rejudged.md.
