@@ -72,7 +72,13 @@ def test_cpu_preset_is_the_paper_grid():
     gin.clear_config()
   assert list(sweep.models) == ["Small", "Large", "Large+DCN"]
   assert sweep.methods == ("naive", "gc", "agc", "lamb", "clippy")
-  assert sweep.thresholds == grid.PAPER_THRESHOLDS
+  # The paper's grids moved up to this scale's gradients, keeping each
+  # one's loosest value.
+  assert sweep.thresholds == {"gc": (10.0, 1.0, 0.1),
+                              "agc": (1.0, 0.1, 0.01),
+                              "lamb": (1.0, 0.1, 0.01)}
+  for method, values in grid.PAPER_THRESHOLDS.items():
+    assert max(values) in sweep.thresholds[method]
   assert sweep.lr_multipliers == (1.0, 2.0) and sweep.seeds == (0, 1, 2)
   # Thresholds searched on every model: naive 2+2, GC/AGC/LAMB 3x2+2 each,
   # Clippy 2+2 = 32 runs a model.
