@@ -207,11 +207,7 @@ class Trainer:
 
     def replica_step(batch):
       with tf.GradientTape() as tape:
-        outputs = model(batch, training=True)
-        losses = model.per_example_losses(batch, outputs)
-        per_task = {t.name: tf.nn.compute_average_loss(
-            losses[t.name], global_batch_size=batch_size) for t in tasks}
-        total = tf.add_n([t.weight * per_task[t.name] for t in tasks])
+        total, per_task = model.training_loss(batch, batch_size)
       variables = model.embedding_variables + model.dense_variables
       grads = tape.gradient(total, variables)
       finite = step_is_finite(total, grads)
