@@ -14,7 +14,9 @@ exists only once the run has ended (a new or resumed run removes the old
 one first). SIGTERM (a preempted VM) checkpoints the current step and
 raises Preempted; rerunning resumes there. With Recovery.enabled, a blow-up
 or a divergence rolls the run back and skips batches (ranking/recovery.py),
-at loop boundaries: the compiled loop does not change.
+at loop boundaries: the compiled loop does not change. So does the
+optional sharpness monitor (top Hessian eigenvalues beside 2/eta,
+ranking/sharpness.py), which only reads the state.
 """
 
 import contextlib
@@ -39,6 +41,7 @@ from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline
 from ranking.model import build_model
 from ranking.recovery import Recovery
+from ranking.sharpness import SharpnessMonitor
 from ranking.stability import (StabilityMonitor, state_is_finite,
                                step_is_finite, zero_if_nonfinite)
 from ranking.summaries import ScalarWriter
@@ -183,6 +186,8 @@ class Trainer:
                        "written by one process. Train without it, or on one "
                        "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
+    self.sharpness = SharpnessMonitor(self.model, self.dense_optimizer,
+                                      self.window)
     self.window.check_eval_day([t.name for t in self.model.tasks], log,
                                self.eval_dataset)
     # What a rollback restores, and what a checkpoint holds: that and the
@@ -384,6 +389,10 @@ class Trainer:
           self.recovery.persist(step)
         self.writer.flush()
         raise Preempted(step, prefix)
+      if rolled is None and self.role.chief and self.sharpness.due(step - n,
+                                                                   step):
+        self.writer.write("sharpness", step,
+                          self.sharpness.measure(step, self.log))
       if rolled is None and (step % self.summary_every == 0 or
                              step == self.total_steps):
         self._write_train(step, interval_steps, train_seconds)
