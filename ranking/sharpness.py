@@ -7,8 +7,9 @@ al. 2021, "the edge of stability": lambda_max = 2/eta). Adagrad's step,
 w <- w - eta sigma D g with D = diag(1 / sqrt(G + eps)) (optim/
 scaled_adagrad.py), is gradient descent on the preconditioned Hessian D H,
 whose eigenvalues are those of the symmetric D^1/2 H D^1/2; its edge is
-lambda_max(D^1/2 H D^1/2) = 2/eta. Every `every_steps` steps this monitor
-logs, over the dense parameters (model.dense_variables; not embeddings):
+lambda_max(D^1/2 H D^1/2) = 2/eta. At the start of a run (the initial
+weights, step 0) and every `every_steps` steps this monitor logs, over the
+dense parameters (model.dense_variables; not embeddings):
 
   sharpness/hessian                  top eigenvalue of H
   sharpness/preconditioned           top eigenvalue of D^1/2 H D^1/2
@@ -152,8 +153,8 @@ class SharpnessMonitor:
       model: a MultitaskRanker (training_loss, dense_variables).
       optimizer: the dense variables' optimizer (preconditioned: Adagrad).
       window: the run's MovingWindow (the evaluation day, the batch size).
-      every_steps: K, measure at the first loop boundary at or after each
-        multiple of K (0: never).
+      every_steps: K, measure the initial weights (step 0) and at the
+        first loop boundary at or after each multiple of K (0: never).
       iterations: at most this many power iterations per eigenvalue.
       tolerance: stop once the eigenvalue's relative change is below it
         (0: always run `iterations`).

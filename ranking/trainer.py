@@ -362,6 +362,8 @@ class Trainer:
       self.log(f"not training on: the run diverged at step "
                f"{verdict['diverged_at_step']} "
                f"({verdict['divergence_reason']})")
+    if start == 0:
+      self._measure_sharpness(-1, 0)  # the initial weights
     while step < self.total_steps and not (
         self.stop_on_divergence and self.monitor.diverged):
       if self.recovery.before_loop(step):  # a learning-rate factor ended
@@ -389,10 +391,8 @@ class Trainer:
           self.recovery.persist(step)
         self.writer.flush()
         raise Preempted(step, prefix)
-      if rolled is None and self.role.chief and self.sharpness.due(step - n,
-                                                                   step):
-        self.writer.write("sharpness", step,
-                          self.sharpness.measure(step, self.log))
+      if rolled is None:
+        self._measure_sharpness(step - n, step)
       if rolled is None and (step % self.summary_every == 0 or
                              step == self.total_steps):
         self._write_train(step, interval_steps, train_seconds)
@@ -421,6 +421,11 @@ class Trainer:
       self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
+
+  def _measure_sharpness(self, before, step):
+    if self.role.chief and self.sharpness.due(before, step):
+      self.writer.write("sharpness", step,
+                        self.sharpness.measure(step, self.log))
 
   def _roll_back_if_needed(self, state_finite, step, interval_steps,
                            train_seconds) -> Optional[int]:

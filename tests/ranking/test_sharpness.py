@@ -294,9 +294,10 @@ def test_due_when_the_loop_crosses_a_multiple():
   monitor = sh.SharpnessMonitor(None, None, None, every_steps=25,
                                 batch_size=8)
   assert [monitor.due(a, b) for a, b in [(0, 10), (20, 30), (30, 40),
-                                         (40, 50), (25, 26), (49, 50)]] == [
+                                         (40, 50), (25, 26), (49, 50),
+                                         (-1, 0)]] == [
                                              False, True, False, True,
-                                             False, True]
+                                             False, True, True]
   off = sh.SharpnessMonitor(None, None, None, batch_size=8)
   assert not off.enabled and not off.due(0, 1000)
 
@@ -333,14 +334,14 @@ def test_the_trainer_writes_the_scalars_at_the_expected_steps(runs):
   model_dir, summary, lines = runs["on"]
   assert summary["final_step"] == 40
   records = _records(model_dir)
-  assert [r["step"] for r in records] == [20, 40]
+  assert [r["step"] for r in records] == [0, 20, 40]  # 0: initial weights
   for r in records:
     # configs/base.gin: LEARNING_RATE = 0.02 (held in float32).
     assert r["sharpness/two_over_eta"] == pytest.approx(2 / 0.02, rel=1e-6)
     assert np.isfinite(r["sharpness/hessian"])
     assert r["sharpness/preconditioned"] > 0
     assert 1 <= r["sharpness/hessian_iterations"] <= 20
-  assert sum(l.startswith("sharpness at step") for l in lines) == 2
+  assert sum(l.startswith("sharpness at step") for l in lines) == 3
   assert os.listdir(os.path.join(model_dir, "sharpness"))  # TensorBoard
   assert not _records(runs["off"][0])
 
