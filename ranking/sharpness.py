@@ -39,9 +39,10 @@ with `seed`. So it is the same batch at every measurement and after a
 resume (a function of the data and the config, not stored state), and the
 training stream is not read. The evaluation day rather than the first
 training batch: it comes after every shift of the stream (new items,
-rescaled dense features), so it is the distribution most of a run trains
-on, while day 0 soon stops being one (a day-0 batch probes inputs the model
-no longer sees).
+rescaled dense features), so it has the distribution a run trains on after
+the last shift (days 3-10 of the CPU Table 2 run's 0-10), while day 0
+stops being one at the first shift (a day-0 batch would probe inputs the
+model no longer sees).
 
 Measuring reads the weights and slots and writes nothing: a run with the
 monitor on trains bit-identically to one without. It runs on the host at
