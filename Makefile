@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge bench-optim bench-data bench-on-disk bench-rollback clean
+.PHONY: install test train table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge bench-optim bench-data bench-on-disk bench-rollback bench-sharpness clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ table2-rejudge: install
 # (about 10 minutes): results/rollback/naive2x.md.
 bench-rollback: install
 	$(PY) bench/rollback_naive2x.py --output=results/rollback/naive2x.md
+
+# One sharpness measurement (ranking/sharpness.py) against training steps on
+# CPU Large+DCN, one thread (about 2 minutes): results/bench/sharpness_cost.md.
+bench-sharpness: install
+	$(PY) bench/sharpness_cost.py --output=results/bench/sharpness_cost.md
 
 # Step time of every optimizer on the Small and Large MLPs (several minutes).
 bench-optim: install

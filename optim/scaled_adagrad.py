@@ -127,6 +127,17 @@ class ScaledAdagrad(RuleScaledOptimizer):
       add_to(accumulator, tf.square(grad))
     add_to(variable, direction * -(lr * sigma))
 
+  def preconditioner(self, variable) -> tf.Tensor:
+    """D = 1 / sqrt(G + eps) of `variable`, the current accumulator G under
+    the same square root as update_step, whose step is -eta sigma D g.
+
+    It is the D of the next step with the "clipped" and "delayed" updates,
+    and of the next step before its own g^2 is added with "standard".
+    """
+    accumulator = self.slot(self._accumulators, variable)
+    return tf.math.rsqrt(tf.convert_to_tensor(accumulator) + tf.constant(
+        self.epsilon, variable.dtype))
+
   def get_config(self):
     config = super().get_config()
     config.update({

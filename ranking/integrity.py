@@ -49,6 +49,8 @@ RESUME_MAY_DIFFER = (
     "Trainer.allow_config_change", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
     "MovingWindow.min_eval_examples",
+    # Measures the run (ranking/sharpness.py), writes nothing it trains on.
+    "SharpnessMonitor.*",
     # Where the tables live and how a prepared log is read: not what is
     # trained (its rows are checked by the data fingerprint).
     "EmbeddingPartitioner.*", "on_disk_source.path",

@@ -7,7 +7,7 @@
            -> per-task loss (sigmoid CE / squared error), weighted sum.
 """
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import gin
 import tensorflow as tf
@@ -81,6 +81,27 @@ class MultitaskRanker(tfrs.Model):
     outputs = self(features, training=True) if outputs is None else outputs
     return {t.name: t.per_example_loss(features[t.name], outputs[t.name])
             for t in self.tasks}
+
+  def training_loss(self, features, global_batch_size
+                    ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """The loss the trainer minimises, and each task's part of it.
+
+    A task's part is its per-example losses summed over `features` and
+    divided by `global_batch_size` (tf.nn.compute_average_loss: a replica's
+    share, whose sum over replicas is the mean over the global batch); the
+    total is their weighted sum. The forward pass is in training mode, as
+    the trainer's. Updates no metric (compute_loss does).
+
+    Returns:
+      (total, {task: its part}).
+    """
+    outputs = self(features, training=True)
+    losses = self.per_example_losses(features, outputs)
+    per_task = {t.name: tf.nn.compute_average_loss(
+        losses[t.name], global_batch_size=global_batch_size)
+                for t in self.tasks}
+    total = tf.add_n([t.weight * per_task[t.name] for t in self.tasks])
+    return total, per_task
 
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
     """Weighted sum over tasks of each task's mean loss; updates metrics."""

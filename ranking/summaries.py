@@ -9,8 +9,9 @@ from ranking.integrity import dumps_strict
 
 
 class ScalarWriter:
-  """Writes {name: value} at a step to TensorBoard (train/ or eval/) and as
-  one JSON line {"step", "split", name: value, ...} to metrics.jsonl.
+  """Writes {name: value} at a step to TensorBoard (a directory per split:
+  train/, eval/, recovery/, sharpness/) and as one JSON line {"step",
+  "split", name: value, ...} to metrics.jsonl.
   A writer that is not `enabled` (a worker other than the chief) writes
   nothing.
 

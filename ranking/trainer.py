@@ -14,7 +14,9 @@ exists only once the run has ended (a new or resumed run removes the old
 one first). SIGTERM (a preempted VM) checkpoints the current step and
 raises Preempted; rerunning resumes there. With Recovery.enabled, a blow-up
 or a divergence rolls the run back and skips batches (ranking/recovery.py),
-at loop boundaries: the compiled loop does not change.
+at loop boundaries: the compiled loop does not change. So does the
+optional sharpness monitor (top Hessian eigenvalues beside 2/eta,
+ranking/sharpness.py), which only reads the state.
 """
 
 import contextlib
@@ -39,6 +41,7 @@ from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline
 from ranking.model import build_model
 from ranking.recovery import Recovery
+from ranking.sharpness import SharpnessMonitor
 from ranking.stability import (StabilityMonitor, state_is_finite,
                                step_is_finite, zero_if_nonfinite)
 from ranking.summaries import ScalarWriter
@@ -183,6 +186,8 @@ class Trainer:
                        "written by one process. Train without it, or on one "
                        "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
+    self.sharpness = SharpnessMonitor(self.model, self.dense_optimizer,
+                                      self.window)
     self.window.check_eval_day([t.name for t in self.model.tasks], log,
                                self.eval_dataset)
     # What a rollback restores, and what a checkpoint holds: that and the
@@ -207,11 +212,7 @@ class Trainer:
 
     def replica_step(batch):
       with tf.GradientTape() as tape:
-        outputs = model(batch, training=True)
-        losses = model.per_example_losses(batch, outputs)
-        per_task = {t.name: tf.nn.compute_average_loss(
-            losses[t.name], global_batch_size=batch_size) for t in tasks}
-        total = tf.add_n([t.weight * per_task[t.name] for t in tasks])
+        total, per_task = model.training_loss(batch, batch_size)
       variables = model.embedding_variables + model.dense_variables
       grads = tape.gradient(total, variables)
       finite = step_is_finite(total, grads)
@@ -361,6 +362,8 @@ class Trainer:
       self.log(f"not training on: the run diverged at step "
                f"{verdict['diverged_at_step']} "
                f"({verdict['divergence_reason']})")
+    if start == 0:
+      self._measure_sharpness(-1, 0)  # the initial weights
     while step < self.total_steps and not (
         self.stop_on_divergence and self.monitor.diverged):
       if self.recovery.before_loop(step):  # a learning-rate factor ended
@@ -388,6 +391,8 @@ class Trainer:
           self.recovery.persist(step)
         self.writer.flush()
         raise Preempted(step, prefix)
+      if rolled is None:
+        self._measure_sharpness(step - n, step)
       if rolled is None and (step % self.summary_every == 0 or
                              step == self.total_steps):
         self._write_train(step, interval_steps, train_seconds)
@@ -416,6 +421,11 @@ class Trainer:
       self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
+
+  def _measure_sharpness(self, before, step):
+    if self.role.chief and self.sharpness.due(before, step):
+      self.writer.write("sharpness", step,
+                        self.sharpness.measure(step, self.log))
 
   def _roll_back_if_needed(self, state_finite, step, interval_steps,
                            train_seconds) -> Optional[int]:

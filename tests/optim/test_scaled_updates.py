@@ -158,3 +158,21 @@ def test_sparse_adam_equals_dense_adam():
     opt_d.apply_gradients([(tf.constant(ref.dense_from_slices(vals, idx, 8)),
                             dense_var)])
   np.testing.assert_allclose(sparse_var.numpy(), dense_var.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["standard", "clipped", "delayed"])
+def test_preconditioner_is_the_denominator_of_the_step(mode):
+  # Naive (sigma = 1): the step is -eta D g, with D from the accumulator
+  # before the step ("clipped", "delayed") or after it adds g^2 ("standard").
+  rng = np.random.default_rng(3)
+  w = tf.Variable(rng.normal(size=(4, 3)))
+  opt = ScaledAdagrad(learning_rate=0.1, accumulator_update=mode)
+  opt.apply_gradients([(tf.constant(rng.normal(size=(4, 3))), w)])
+  before = opt.preconditioner(w).numpy()
+  g = rng.normal(size=(4, 3)) * 10.0
+  start = w.numpy()
+  opt.apply_gradients([(tf.constant(g), w)])
+  d = opt.preconditioner(w).numpy() if mode == "standard" else before
+  np.testing.assert_allclose(w.numpy() - start, -_f32(0.1) * d * g,
+                             rtol=1e-12)
+  assert not np.allclose(before, opt.preconditioner(w).numpy())
