@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge bench-optim bench-data bench-on-disk bench-rollback bench-sharpness clean
+.PHONY: install test train table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge bench-optim bench-data bench-on-disk bench-rollback bench-sharpness sharpness sharpness-report clean
 
 install: $(STAMP)
 
@@ -55,6 +55,18 @@ table2-report: install
 	$(PY) -m sweeps.claims_by_dataset --output=results/claims.md \
 	  synthetic=results/table2_cpu kuairand=results/table2_kuairand \
 	  movielens=results/table2_movielens
+
+# Does divergence follow the edge of stability? Large+DCN at 2x, naive and
+# Clippy, with the sharpness monitor (about 30 minutes):
+# results/sharpness_cpu/{fig_sharpness.png,sharpness.md}.
+SHARPNESS_RUNS := results/sharpness_cpu/runs
+sharpness: install
+	$(PY) -m sweeps --gin_file=configs/sharpness_cpu.gin
+	$(MAKE) sharpness-report
+sharpness-report: install
+	$(PY) -m sweeps.sharpness --output_dir=results/sharpness_cpu \
+	  --run_dir=$(SHARPNESS_RUNS)/large_dcn-naive-lr2x-s0 \
+	  --run_dir=$(SHARPNESS_RUNS)/large_dcn-clippy-lr2x-s0
 
 # Re-judges the committed runs with today's divergence detector (about two
 # minutes): results/table2_cpu/rejudged.md.
