@@ -109,7 +109,9 @@ class MultitaskRanker(tfrs.Model):
             if EMBEDDING_PREFIX not in v.name]
 
   def non_embedding_parameters(self) -> int:
-    return sum(int(tf.size(v)) for v in self.dense_variables)
+    # From the shapes: no variable is read (they may sit on parameter
+    # servers when the trainer writes summary.json).
+    return sum(v.shape.num_elements() for v in self.dense_variables)
 
 
 @gin.configurable(denylist=["schema"])
