@@ -16,6 +16,7 @@ finished ones exactly as for a Table 2 grid (grid.Sweep); sweeps/table3.py
 writes the table.
 """
 
+import collections.abc
 import dataclasses
 import math
 import os
@@ -81,9 +82,12 @@ class Ablation:
                         os.path.splitext(os.path.basename(str(model)))[0])
     self.method = method
     self.learning_rate = float(learning_rate)
-    self.variants = {label: bindings if isinstance(bindings, str)
-                     else tuple(bindings)
-                     for label, bindings in dict(variants).items()}
+    if not isinstance(variants, collections.abc.Mapping):
+      raise ValueError(f"Ablation {name!r}: variants must be a {{label: "
+                       f"[gin bindings]}} mapping, got {variants!r}.")
+    self.variants = {label: tuple(bindings)
+                     if isinstance(bindings, (list, tuple)) else bindings
+                     for label, bindings in variants.items()}
     self.seeds = tuple(seeds)
     self.base_gin_files = tuple(base_gin_files)
     self.run_gin_files = tuple(run_gin_files)
@@ -114,9 +118,10 @@ class Ablation:
     for label, bindings in self.variants.items():
       if not isinstance(label, str) or not grid.slug(label):
         fail(f"variant label {label!r} makes no directory name.")
-      if isinstance(bindings, str):
-        fail(f"variants[{label!r}] must be a list of gin bindings, not the "
-             f"string {bindings!r}.")
+      if not isinstance(bindings, tuple):
+        fail(f"variants[{label!r}] must be a list of gin bindings, not "
+             + (f"the string {bindings!r}." if isinstance(bindings, str)
+                else f"{bindings!r}."))
       for binding in bindings:
         _check_binding(binding, f"Ablation {self.name!r}: variants"
                        f"[{label!r}]")

@@ -87,6 +87,9 @@ def test_run_files_and_bindings():
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(variants={}), "variants is empty"),
+    (dict(variants=["clean"]), "variants must be a {label: "),
+    (dict(variants={"clean": None}),
+     r"variants\['clean'\] must be a list of gin bindings, not None"),
     (dict(variants={"clean": "build_model.cross_layers = 0"}),
      r"variants\['clean'\] must be a list of gin bindings, not the string"),
     (dict(variants={"clean": [], "odd": ["build_model.cross_layers 0"]}),
