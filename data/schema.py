@@ -142,6 +142,23 @@ class Schema:
     return dataclasses.replace(self,
                                labels=tuple(self.label(n) for n in names))
 
+  def without_features(self, names: Sequence[str]) -> "Schema":
+    """The same schema without the named features (labels kept).
+
+    Raises:
+      ValueError: a name that is not a feature of the schema (the known
+        ones are listed).
+    """
+    unknown = [n for n in names if n not in self.feature_names]
+    if unknown:
+      raise ValueError(f"Feature(s) {unknown} are not in the schema; it has "
+                       f"{list(self.feature_names)}.")
+    drop = set(names)
+    return dataclasses.replace(
+        self, categorical=tuple(f for f in self.categorical
+                                if f.name not in drop),
+        dense=tuple(f for f in self.dense if f.name not in drop))
+
 
 def _check_name(name):
   if not name or name == DAY:

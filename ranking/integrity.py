@@ -64,6 +64,7 @@ RESUME_MAY_DIFFER = (
 ADDED_BINDINGS = {
     "MovingWindow.first_train_date": None,
     "MovingWindow.eval_date": None,
+    "build_model.drop_features": (),
 }
 # Fingerprint entries added after runs were recorded: compared only when
 # the recorded fingerprint has them.

@@ -130,12 +130,15 @@ class MultitaskRanker(tfrs.Model):
             if EMBEDDING_PREFIX not in v.name]
 
   def non_embedding_parameters(self) -> int:
-    return sum(int(tf.size(v)) for v in self.dense_variables)
+    # From the shapes: no variable is read (they may sit on parameter
+    # servers when the trainer writes summary.json).
+    return sum(v.shape.num_elements() for v in self.dense_variables)
 
 
 @gin.configurable(denylist=["schema"])
 def build_model(schema: schema_lib.Schema,
                 tasks: Optional[Sequence[str]] = None,
+                drop_features: Sequence[str] = (),
                 task_weights: Optional[Mapping[str, float]] = None,
                 embedding_dim: int = 64,
                 bottom: str = "mlp",
@@ -153,6 +156,10 @@ def build_model(schema: schema_lib.Schema,
   Args:
     schema: the dataset's schema (features, and the labels the tasks use).
     tasks: label names to train on, in head order; None: every label.
+    drop_features: features of the schema the model leaves out of its input
+      (no embedding table, no input columns; the batches may still hold
+      them). The model's `schema` is the schema without them. For ablations
+      ("fewer input features", paper Table 3).
     task_weights: {task: weight} in the total loss; others weigh 1.
     embedding_dim: width of every embedding.
     bottom: "mlp" (fully shared) or "mmoe" (experts, a gate per task).
@@ -171,8 +178,19 @@ def build_model(schema: schema_lib.Schema,
 
   Raises:
     ValueError: an unknown bottom or task type, a zero width, a task or
-      weight naming a label the data lacks.
+      weight naming a label the data lacks, a dropped feature the data
+      lacks, or every feature dropped.
   """
+  if isinstance(drop_features, str):
+    raise ValueError(f"build_model.drop_features must be a list of feature "
+                     f"names, not the string {drop_features!r}.")
+  try:
+    schema = schema.without_features(list(drop_features))
+  except ValueError as e:
+    raise ValueError(f"build_model.drop_features: {e}") from None
+  if not schema.feature_names:
+    raise ValueError(f"build_model.drop_features {list(drop_features)} "
+                     "leaves the model no input feature.")
   names = list(schema.label_names if tasks is None else tasks)
   missing = [n for n in names if n not in schema.label_names]
   if missing:

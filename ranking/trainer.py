@@ -607,6 +607,8 @@ class Trainer:
         "final_step": step,
         "scheduled_steps": self.total_steps,
         "eval_day": self.window.eval_day,
+        # The model's size, for tables that compare models (sweeps/).
+        "non_embedding_parameters": self.model.non_embedding_parameters(),
         "final_metrics": results,
         **self.monitor.verdict(),
         "recovery": self.recovery.summary(),

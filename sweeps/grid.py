@@ -148,6 +148,11 @@ class Sweep:
         fail(f"{what} has values that coincide (run names give thresholds "
              f"one significant digit): {list(values)}.")
 
+  def plan(self, results: Mapping[str, "Result"]) -> List["Run"]:
+    """Every run the protocol calls for given the results so far (the
+    module's plan(); what sweeps/runner.py asks of any sweep)."""
+    return plan(self, results)
+
   def search_thresholds(self, model: str, method: str) -> bool:
     return method in self.thresholds and (
         self.threshold_search_model in (None, model))
@@ -194,6 +199,18 @@ class Run:
     return {"gin_files": self.gin_files(sweep),
             "gin_params": self.gin_params(sweep)}
 
+  def settings(self, sweep: Sweep) -> Dict[str, object]:
+    """The run's setting, as runs.csv lists it after the run's name."""
+    return {
+        "model": self.model, "method": self.method,
+        "threshold_param": THRESHOLD_PARAMS.get(self.method, "")
+                           if self.threshold is not None else "",
+        "threshold": "" if self.threshold is None else self.threshold,
+        "lr_multiplier": self.lr_multiplier,
+        "learning_rate": self.learning_rate(sweep), "seed": self.seed,
+        "stage": self.stage,
+    }
+
   def gin_params(self, sweep: Sweep) -> List[str]:
     params = [f"LEARNING_RATE = {self.learning_rate(sweep)!r}",
               f"Trainer.seed = {self.seed}",
@@ -219,8 +236,9 @@ def result_of(sweep: Sweep, summary: Mapping, name: str = "a run") -> Result:
   NaN."""
   metrics = summary.get("final_metrics") or {}
   if sweep.primary_auc not in metrics:
-    raise KeyError(f"{name}: Sweep.primary_auc {sweep.primary_auc!r} is not "
-                   f"among the run's final metrics {sorted(metrics)}.")
+    raise KeyError(f"{name}: {type(sweep).__name__}.primary_auc "
+                   f"{sweep.primary_auc!r} is not among the run's final "
+                   f"metrics {sorted(metrics)}.")
   value = metrics[sweep.primary_auc]
   try:
     auc = math.nan if value is None else float(value)

@@ -1,5 +1,10 @@
-"""Runs a sweep's grid: each training in its own train.py process, at most
-`Sweep.parallel` at once, skipping runs already finished.
+"""Runs a sweep: each training in its own train.py process, at most
+`parallel` at once, skipping runs already finished.
+
+A sweep is a Table 2 grid (grid.Sweep) or a Table 3 ablation
+(ablation.Ablation); the runner needs only what both have (`Sweep` and
+`Run` below): the runs the sweep calls for given the results so far, and
+each run's name, gin files and bindings.
 
 A run is finished when its directory holds summary.json (train.py writes it
 last, atomically). A run killed midway left checkpoints in its directory,
@@ -19,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Protocol
 
 from sweeps import grid
 
@@ -31,15 +36,64 @@ COPIED = {"run.json": "run.json", "summary.json": "summary.json",
           "operative_config.gin": "operative_config.gin"}
 
 
-def run_dir(sweep: grid.Sweep, run: grid.Run) -> str:
+class Run(Protocol):
+  """One training of a sweep (grid.Run, ablation.Run)."""
+
+  @property
+  def name(self) -> str:
+    """Its directory name, unique in the sweep."""
+
+  def gin_files(self, sweep) -> List[str]:
+    """train.py's --gin_file values, in order."""
+
+  def gin_params(self, sweep) -> List[str]:
+    """train.py's --gin_param values, in order."""
+
+  def spec(self, sweep) -> Dict[str, List[str]]:
+    """{'gin_files': ..., 'gin_params': ...}, recorded as run.json."""
+
+  def learning_rate(self, sweep) -> float:
+    """The run's learning rate."""
+
+  def settings(self, sweep) -> Dict[str, object]:
+    """The columns of runs.csv that describe the run's setting."""
+
+
+class Sweep(Protocol):
+  """What the runner asks of a sweep (grid.Sweep, ablation.Ablation).
+
+  Attributes:
+    name: runs go to <runs_dir>/<name>/, results to <results_dir>/<name>/.
+    runs_dir, results_dir: absolute roots.
+    parallel: runs at once.
+    threads_per_run: TensorFlow threads of each run (None: cores/parallel).
+    primary_auc: the final metric the progress lines show.
+  """
+  name: str
+  runs_dir: str
+  results_dir: str
+  parallel: int
+  threads_per_run: Optional[int]
+  primary_auc: str
+
+  def plan(self, results: Mapping[str, grid.Result]) -> List[Run]:
+    """Every run called for given {run name: (primary AUC, diverged)} of
+    the finished runs, in table order; a run keeps its name from call to
+    call."""
+
+  def total_runs(self) -> int:
+    """How many runs the whole sweep takes."""
+
+
+def run_dir(sweep: Sweep, run: Run) -> str:
   return os.path.join(sweep.runs_dir, sweep.name, run.name)
 
 
-def results_dir(sweep: grid.Sweep) -> str:
+def results_dir(sweep: Sweep) -> str:
   return os.path.join(sweep.results_dir, sweep.name)
 
 
-def collected_dir(sweep: grid.Sweep, name: str) -> str:
+def collected_dir(sweep: Sweep, name: str) -> str:
   """Where a finished run's small files are collected."""
   return os.path.join(results_dir(sweep), "runs", name)
 
@@ -56,7 +110,7 @@ def read_summary(directory: str) -> Optional[Dict]:
                        "rerun it.") from e
 
 
-def load_results(sweep: grid.Sweep, directory: str) -> Dict[str, Dict]:
+def load_results(sweep: Sweep, directory: str) -> Dict[str, Dict]:
   """{run name: summary} of the finished runs under `directory`, whose
   subdirectories are named by run."""
   out = {}
@@ -68,16 +122,10 @@ def load_results(sweep: grid.Sweep, directory: str) -> Dict[str, Dict]:
   return out
 
 
-def run_row(sweep: grid.Sweep, run: grid.Run, summary: Dict) -> Dict:
+def run_row(sweep: Sweep, run: Run, summary: Dict) -> Dict:
   """One line of runs.csv."""
   row = {
-      "run": run.name, "model": run.model, "method": run.method,
-      "threshold_param": grid.THRESHOLD_PARAMS.get(run.method, "")
-                         if run.threshold is not None else "",
-      "threshold": "" if run.threshold is None else run.threshold,
-      "lr_multiplier": run.lr_multiplier,
-      "learning_rate": run.learning_rate(sweep), "seed": run.seed,
-      "stage": run.stage,
+      "run": run.name, **run.settings(sweep),
       "diverged": summary["diverged"],
       "diverged_at_step": summary.get("diverged_at_step"),
       "divergence_reason": summary.get("divergence_reason") or "",
@@ -90,11 +138,11 @@ def run_row(sweep: grid.Sweep, run: grid.Run, summary: Dict) -> Dict:
   return row
 
 
-def write_runs_csv(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> str:
+def write_runs_csv(sweep: Sweep, summaries: Dict[str, Dict]) -> str:
   """runs.csv: one row per finished run of the plan, in plan order."""
   results = grid.results_of(sweep, summaries)
   rows = [run_row(sweep, run, summaries[run.name])
-          for run in grid.plan(sweep, results) if run.name in summaries]
+          for run in sweep.plan(results) if run.name in summaries]
   columns = []
   for row in rows:
     columns += [k for k in row if k not in columns]
@@ -150,7 +198,7 @@ def _die_with_parent():
     pass
 
 
-def command(sweep: grid.Sweep, run: grid.Run) -> List[str]:
+def command(sweep: Sweep, run: Run) -> List[str]:
   args = [sys.executable, os.path.join(REPO, "train.py"),
           f"--model_dir={run_dir(sweep, run)}"]
   args += [f"--gin_file={f}" for f in run.gin_files(sweep)]
@@ -158,7 +206,7 @@ def command(sweep: grid.Sweep, run: grid.Run) -> List[str]:
   return args
 
 
-def child_env(sweep: grid.Sweep) -> Dict[str, str]:
+def child_env(sweep: Sweep) -> Dict[str, str]:
   env = dict(os.environ)
   env["TF_USE_LEGACY_KERAS"] = "1"
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -176,7 +224,7 @@ class _Running:
     self.started = started
 
 
-def _stale(sweep: grid.Sweep, run: grid.Run, directory: str) -> Optional[str]:
+def _stale(sweep: Sweep, run: Run, directory: str) -> Optional[str]:
   """How the run.json in `directory` differs from the run's settings now,
   or None (same, or none recorded)."""
   path = os.path.join(directory, "run.json")
@@ -189,26 +237,27 @@ def _stale(sweep: grid.Sweep, run: grid.Run, directory: str) -> Optional[str]:
   return f"{run.name}: recorded {recorded}, now {run.spec(sweep)}"
 
 
-def _refuse(sweep: grid.Sweep, stale: List[str]):
+def _refuse(sweep: Sweep, stale: List[str]):
   raise ValueError(
-      f"Sweep {sweep.name!r}: {len(stale)} runs were started with other "
-      f"settings; give the sweep another Sweep.name or delete "
+      f"{type(sweep).__name__} {sweep.name!r}: {len(stale)} runs were "
+      f"started with other settings; give the sweep another "
+      f"{type(sweep).__name__}.name or delete "
       f"{results_dir(sweep)} and {os.path.join(sweep.runs_dir, sweep.name)}"
       ":\n" + "\n".join(stale))
 
 
-def check_specs(sweep: grid.Sweep, summaries: Dict[str, Dict]):
+def check_specs(sweep: Sweep, summaries: Dict[str, Dict]):
   """Refuses finished runs that trained with other settings than the
   sweep's (e.g. after its learning rate was changed): they would be
   reported as this sweep's."""
   results = grid.results_of(sweep, summaries)
   stale = [_stale(sweep, run, collected_dir(sweep, run.name))
-           for run in grid.plan(sweep, results) if run.name in summaries]
+           for run in sweep.plan(results) if run.name in summaries]
   if any(stale):
     _refuse(sweep, [s for s in stale if s])
 
 
-def refuse_other_settings(sweep: grid.Sweep, run: grid.Run, directory: str):
+def refuse_other_settings(sweep: Sweep, run: Run, directory: str):
   """Refuses to resume a half-finished run that started with other
   settings (its checkpoints would mix the two)."""
   stale = _stale(sweep, run, directory)
@@ -216,21 +265,21 @@ def refuse_other_settings(sweep: grid.Sweep, run: grid.Run, directory: str):
     _refuse(sweep, [stale])
 
 
-def _count_done(sweep: grid.Sweep, summaries: Dict[str, Dict]) -> int:
+def _count_done(sweep: Sweep, summaries: Dict[str, Dict]) -> int:
   results = grid.results_of(sweep, summaries)
-  return len({r.name for r in grid.plan(sweep, results)} & set(summaries))
+  return len({r.name for r in sweep.plan(results)} & set(summaries))
 
 
 def _format_minutes(seconds: float) -> str:
   return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
+def run_sweep(sweep: Sweep, log: Callable[[str], None] = print,
               max_new_runs: Optional[int] = None) -> Dict[str, Dict]:
   """Runs every missing run of the plan; returns {run name: summary}.
 
   Args:
-    sweep: the grid.
+    sweep: a grid.Sweep or an ablation.Ablation.
     log: where progress lines go.
     max_new_runs: stop starting runs after this many (None: all).
 
@@ -281,7 +330,7 @@ def run_sweep(sweep: grid.Sweep, log: Callable[[str], None] = print,
     while True:
       results = grid.results_of(sweep, summaries)
       busy = {r.run.name for r in running}
-      ready = [r for r in grid.plan(sweep, results)
+      ready = [r for r in sweep.plan(results)
                if r.name not in summaries and r.name not in busy and
                r.name not in failed]
       while ready and len(running) < sweep.parallel and (

@@ -8,6 +8,8 @@ import gin
 import pytest
 
 from ranking import launch
+from sweeps import __main__ as sweeps_main
+from sweeps import ablation  # registers Ablation (table3*.gin)
 from sweeps import grid  # registers Sweep, which the table2*.gin files bind
 
 
@@ -62,6 +64,24 @@ def _play_out(sweep):
       return grid.plan(sweep, results)
     for r in missing:
       results[r.name] = (0.5 + 0.001 * len(results), False)
+
+
+TABLE3 = sorted(glob.glob(os.path.join(ROOT, "configs", "table3*.gin")))
+
+
+@pytest.mark.parametrize("path", TABLE3,
+                         ids=[os.path.relpath(p, ROOT) for p in TABLE3])
+def test_table3_config_builds(path):
+  gin.clear_config()
+  try:
+    sweep = sweeps_main.load([path], [])
+  finally:
+    gin.clear_config()
+  if isinstance(sweep, ablation.Ablation):  # every run known at once
+    runs = sweep.plan({})
+  else:  # the calibration ladder
+    runs = _play_out(sweep)
+  assert sweep.total_runs() == len(set(r.name for r in runs)) > 1
 
 
 def test_cpu_preset_is_the_paper_grid():
