@@ -9,21 +9,8 @@ from data import schema as s
 from data.synthetic import SyntheticStream
 from ranking import integrity
 from ranking.model import build_model
-
-TINY = s.Schema(
-    categorical=[s.CategoricalFeature("user", 3),
-                 s.CategoricalFeature("tags", 4, max_len=3)],
-    dense=[s.DenseFeature("age", 1)],
-    labels=[s.Label("click", "binary"), s.Label("watch", "regression")])
-
-
-def _tiny_batch():
-  return {"user": tf.constant([0, 2], tf.int64),
-          "tags": tf.constant([[1, 3, -1], [-1, -1, -1]], tf.int64),
-          "age": tf.constant([[1.0], [-2.0]]),
-          "click": tf.constant([1.0, 0.0]),
-          "watch": tf.constant([2.0, 0.5])}
-
+from tests.ranking.test_model import TINY
+from tests.ranking.test_model import _tiny_batch
 
 def test_a_dropped_feature_is_left_out_of_the_input():
   model = build_model(TINY, embedding_dim=2, bottom_widths=(2,),
