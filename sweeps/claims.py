@@ -195,9 +195,11 @@ def bottom_clipped_more(sweep, cells, runs_directory) -> Tuple[bool, str]:
       f"{np.mean(clipped[True]) * 100:.0f}%")
 
 
-# Claim 6 looks at the training summaries in this many steps up to the
-# divergence (the detector dates a divergence from its first finding, an
-# evaluation that can come a day after the blow-up).
+# Claim 6 looks at the training summaries within this many steps of the
+# divergence, before or after it: the detector dates a divergence from its
+# first finding, an evaluation that can come a day after the blow-up, and a
+# blow-up in the first steps has no summary before it (they are written
+# every Trainer.summary_every_steps).
 DIVERGENCE_WINDOW_STEPS = 250
 
 
@@ -205,9 +207,9 @@ def clippy_factor_smaller(sweep, cells, summaries, runs_directory
                           ) -> Tuple[bool, str]:
   """(6) At the divergence of a naive run, the factor Clippy would apply is
   two orders of magnitude (100x) smaller than GC's and AGC's (paper Fig.
-  4b): the smallest over layers and over the training summaries of the
-  DIVERGENCE_WINDOW_STEPS steps up to the divergence, with the sweep's
-  picked thresholds (sweeps/factors.py)."""
+  4b): the smallest over layers and over the training summaries within
+  DIVERGENCE_WINDOW_STEPS steps of the divergence, with the sweep's picked
+  thresholds (sweeps/factors.py)."""
   run = figures.diverged_naive_run(sweep, summaries)
   if run is None:
     return None, "no naive run diverged"
@@ -217,10 +219,11 @@ def clippy_factor_smaller(sweep, cells, summaries, runs_directory
   if not layers:
     return None, f"{run.name} has no per-layer diagnostics"
   end = summary.get("diverged_at_step") or max(train)
-  window = {s: r for s, r in train.items()
-            if end - DIVERGENCE_WINDOW_STEPS <= s <= end}
+  lo, hi = max(0, end - DIVERGENCE_WINDOW_STEPS), end + DIVERGENCE_WINDOW_STEPS
+  window = {s: r for s, r in train.items() if lo <= s <= hi}
   if not window:
-    return None, f"{run.name} has no training summary before step {end}"
+    return None, (f"{run.name} has no training summary within "
+                  f"{DIVERGENCE_WINDOW_STEPS} steps of step {end}")
   gc, agc = (figures.picked_threshold(cells, sweep, m, run.model)
              for m in ("gc", "agc"))
   smallest = {m: float(np.min(f)) for m, f in factors_lib.smallest_factors(
@@ -229,7 +232,7 @@ def clippy_factor_smaller(sweep, cells, summaries, runs_directory
             else math.inf for m in ("gc", "agc")}
   return all(r >= 100 for r in ratios.values()), (
       f"{run.name} (diverged at step {end}), smallest factor over layers "
-      f"and steps {max(0, end - DIVERGENCE_WINDOW_STEPS)}-{end}: Clippy "
+      f"and summaries at steps {min(window)}-{max(window)}: Clippy "
       f"{smallest['clippy']:.3g}, GC (λ={gc:g}) {smallest['gc']:.3g} "
       f"({ratios['gc']:.3g}x Clippy's), AGC (λ={agc:g}) "
       f"{smallest['agc']:.3g} ({ratios['agc']:.3g}x Clippy's)")
