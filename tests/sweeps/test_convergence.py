@@ -51,16 +51,21 @@ def evals(aucs, rmses=None):
           for i, a in enumerate(aucs)]
 
 
-def test_tail_change_starts_at_the_last_evaluation_before_80_percent():
+def test_tail_change_starts_at_the_evaluation_nearest_80_percent():
   records = {e["step"]: e for e in evals(
       [0.6, 0.7, 0.75, 0.78, 0.79, 0.8, 0.805, 0.81, 0.811, 0.812])}
   # 80% of 1000 steps: from step 800 (0.81) to step 1000 (0.812).
   assert convergence.tail_change(records, "click/auc", 1000) == (
       800, 0.81, 0.812)
-  # A run that stopped at step 950: 80% is 760, so from step 700.
+  # A run that stopped at step 950: 80% is 760, nearer to 800 than to 700.
   assert convergence.tail_change(records, "click/auc", 950) == (
+      800, 0.81, 0.812)
+  # At step 875, 80% is 700: from 700, not from 800.
+  assert convergence.tail_change(records, "click/auc", 875) == (
       700, 0.805, 0.812)
-  # Nothing evaluated before the tail.
+  # A tie (80% of 937.5 is 750) goes to the earlier evaluation.
+  assert convergence.tail_change(records, "click/auc", 937.5)[0] == 700
+  # A single evaluation has no tail.
   assert convergence.tail_change({1000: records[1000]}, "click/auc",
                                  1000) is None
 
@@ -136,7 +141,7 @@ def claim6_run(tmp_path, grad_norm):
   runs = str(tmp_path / "collected")
   quiet = (1e-4, 1e-5, 1.0)  # every factor 1 at eta 0.2
   records = [diagnostics(s, **{K: quiet}) for s in range(0, 551, 25)]
-  # At step 275 (in the window 50-300): Clippy 0.5/(0.2*1000) = 0.0025.
+  # At step 275 (in the window 50-550): Clippy 0.5/(0.2*1000) = 0.0025.
   records[11] = diagnostics(275, **{K: (grad_norm, 1e-3, 1000.0)})
   # Smaller factors outside the window (250 steps either side of the
   # divergence at 300) must not count.
