@@ -25,13 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from gin import config_parser
-from ranking import gin_files as gin_files_lib
-from sweeps import ablation
 from sweeps import claims
 from sweeps import convergence
 from sweeps import figures
 from sweeps import grid
+from sweeps import kinds
 from sweeps import runner
 from sweeps import table
 from sweeps import table3
@@ -48,58 +46,6 @@ flags.DEFINE_bool("rejudge", False,
                   "today's divergence detector (sweeps/rejudge.py): "
                   "results/<name>/rejudged.md; start no run.")
 FLAGS = flags.FLAGS
-KINDS = {"Sweep": "a Table 2 grid, e.g. configs/table2_cpu.gin",
-         "Ablation": "a Table 3 ablation, e.g. configs/table3_cpu.gin"}
-
-
-def _bound(text: str, where: str, seen=()) -> set:
-  """The configurables a gin text binds (through its includes)."""
-  out = set()
-  for statement in gin_files_lib.gin_statements(text, where):
-    if isinstance(statement, config_parser.BindingStatement):
-      out.add(statement.selector.rsplit(".", 1)[-1])
-    elif isinstance(statement, config_parser.IncludeStatement):
-      path = gin_files_lib.resolve(statement.filename)
-      if os.path.isfile(path) and path not in seen:
-        with open(path) as f:
-          out |= _bound(f.read(), statement.filename, seen + (path,))
-  return out
-
-
-def kind_of(gin_files, gin_params) -> str:
-  """'Sweep' or 'Ablation': which of the two the gin files bind.
-
-  Raises:
-    FileNotFoundError: a gin file is missing.
-    ValueError: they bind neither, or both.
-  """
-  bound = set()
-  for path in gin_files:
-    if not os.path.isfile(gin_files_lib.resolve(path)):
-      raise FileNotFoundError(f"Gin file not found: {path}")
-    with open(gin_files_lib.resolve(path)) as f:
-      bound |= _bound(f.read(), path, (gin_files_lib.resolve(path),))
-  bound |= _bound("\n".join(gin_params), "--gin_param")
-  kinds = [k for k in KINDS if k in bound]
-  files = ", ".join(gin_files)
-  if not kinds:
-    raise ValueError(
-        f"{files}: binds neither Sweep ({KINDS['Sweep']}) nor Ablation "
-        f"({KINDS['Ablation']}); python -m sweeps runs one of them (a "
-        f"single training is train.py's).")
-  if len(kinds) > 1:
-    raise ValueError(f"{files}: binds both Sweep and Ablation; a sweep is "
-                     "one of them.")
-  return kinds[0]
-
-
-def load(gin_files, gin_params):
-  """The grid.Sweep or ablation.Ablation the gin files declare."""
-  if kind_of(gin_files, gin_params) == "Ablation":
-    return ablation.load_ablation(gin_files, gin_params)
-  return grid.load_sweep(gin_files, gin_params)
-
-
 def report(sweep: grid.Sweep, log=print):
   """Writes table2.md, per_task.csv, the figures, convergence.md and
   claims.md from the collected runs; returns the paths."""
@@ -135,7 +81,7 @@ def main(argv):
   if not FLAGS.gin_file:
     raise app.UsageError("Give --gin_file, e.g. configs/table2_cpu.gin.")
   try:
-    kind = kind_of(FLAGS.gin_file, FLAGS.gin_param)
+    kind = kinds.kind_of(FLAGS.gin_file, FLAGS.gin_param)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.rejudge:
@@ -147,7 +93,7 @@ def main(argv):
     sweep = grid.load_sweep(FLAGS.gin_file, FLAGS.gin_param)
     print(f"wrote {rejudge.write(sweep, log=lambda s: print(s, flush=True))}")
     return 0
-  sweep = load(FLAGS.gin_file, FLAGS.gin_param)
+  sweep = kinds.load(FLAGS.gin_file, FLAGS.gin_param)
   if not FLAGS.report_only:
     start = time.time()
     runner.run_sweep(sweep, log=lambda s: print(s, flush=True))

@@ -8,7 +8,7 @@ import gin
 import pytest
 
 from ranking import launch
-from sweeps import __main__ as sweeps_main
+from sweeps import kinds as sweeps_main
 from sweeps import ablation  # registers Ablation (table3*.gin)
 from sweeps import grid  # registers Sweep, which the table2*.gin files bind
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from data.synthetic import SyntheticStream
 from ranking import launch
 from ranking.model import build_model
-from sweeps import __main__ as entry
+from sweeps import kinds as entry
 from sweeps import ablation
 from sweeps import grid
 from sweeps import runner
