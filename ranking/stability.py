@@ -32,6 +32,10 @@ After each evaluation, in Python, per task:
     untrained model's (the square root of the task's first loss) and the
     best held-out RMSE so far;
   - any task: non-finite predictions.
+  A binary task with fewer than `min_auc_examples` positives or negatives
+  on the evaluation day (the trainer counts them when it builds) is left
+  out of the AUC findings: KuaiRand's evaluation day has 7 follows, whose
+  AUC swings by 0.1 between evaluations of a healthy model.
   A fall, a collapse or an RMSE blow-up counts once it has lasted
   `collapse_patience_steps` (or is still there at the final evaluation)
   and dates from its first evaluation: early on a healthy model can predict
@@ -51,7 +55,7 @@ and resumes exactly; ranking/recovery.py reads it to roll a run back.
 """
 
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import gin
 import numpy as np
@@ -72,7 +76,8 @@ class StabilityMonitor(tf.Module):
                auc_floor: float = 0.55, auc_ceiling: float = 0.6,
                collapse_std: float = 0.01, rmse_factor: float = 10.0,
                collapse_patience_steps: int = 100,
-               explosion_patience_steps: int = 10):
+               explosion_patience_steps: int = 10,
+               min_auc_examples: int = 100):
     super().__init__(name="stability")
     if not tasks:
       raise ValueError("StabilityMonitor needs at least one task.")
@@ -87,6 +92,9 @@ class StabilityMonitor(tf.Module):
     if explosion_patience_steps < 1:
       raise ValueError("explosion_patience_steps must be >= 1, got "
                        f"{explosion_patience_steps}.")
+    if min_auc_examples < 1:
+      raise ValueError("min_auc_examples must be >= 1, got "
+                       f"{min_auc_examples}.")
     if collapse_patience_steps < 0:
       raise ValueError("collapse_patience_steps must be >= 0, got "
                        f"{collapse_patience_steps}.")
@@ -99,6 +107,10 @@ class StabilityMonitor(tf.Module):
     self.collapse_std, self.rmse_factor = collapse_std, rmse_factor
     self.collapse_patience = collapse_patience_steps
     self.explosion_patience = explosion_patience_steps
+    self.min_auc_examples = min_auc_examples
+    # Binary tasks whose AUC is not judged: too few examples of a class on
+    # the evaluation day (set_eval_counts).
+    self.unjudged = frozenset()
     n = len(self.tasks)
     agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
 
@@ -193,6 +205,19 @@ class StabilityMonitor(tf.Module):
 
   # -- after each evaluation and update, in Python -----------------------------
 
+  def set_eval_counts(self, counts: Mapping[str, Sequence[int]]) -> List[str]:
+    """{binary task: (positives, negatives) on the evaluation day}: a task
+    with fewer than `min_auc_examples` of either class is left out of the
+    AUC findings (fall, collapse), whose AUC there is noise (7 positives:
+    a standard error near 0.1); returns one line per such task."""
+    few = {name: (p, n) for name, (p, n) in counts.items()
+           if min(p, n) < self.min_auc_examples}
+    self.unjudged = frozenset(few)
+    return [f"{name}: {p:,} positives and {n:,} negatives on the evaluation "
+            f"day, fewer than StabilityMonitor.min_auc_examples = "
+            f"{self.min_auc_examples} of a class: its AUC is reported but "
+            "not judged for divergence" for name, (p, n) in few.items()]
+
   def observe_eval(self, results: Mapping[str, float], step: int,
                    final: bool = False):
     """Judges one evaluation's per-task metrics ("<task>/auc" or
@@ -205,7 +230,9 @@ class StabilityMonitor(tf.Module):
       if not math.isfinite(value):
         _set_once(self.nonfinite_eval_step, i, step)
         continue
-      if task.kind == "binary":
+      if task.kind == "binary" and task.name in self.unjudged:
+        _set(self.best_auc, i, max(float(self.best_auc.numpy()[i]), value))
+      elif task.kind == "binary":
         best = float(self.best_auc.numpy()[i])
         fell = best >= self.auc_ceiling and value <= self.auc_floor
         std = results.get(f"{task.name}/prediction_std")

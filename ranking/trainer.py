@@ -188,8 +188,10 @@ class Trainer:
     self.evaluator = Evaluator(self.model, self.strategy)
     self.sharpness = SharpnessMonitor(self.model, self.dense_optimizer,
                                       self.window)
-    self.window.check_eval_day([t.name for t in self.model.tasks], log,
-                               self.eval_dataset)
+    counts = self.window.check_eval_day([t.name for t in self.model.tasks],
+                                        log, self.eval_dataset)
+    for line in self.monitor.set_eval_counts(counts):
+      log(line)
     # What a rollback restores, and what a checkpoint holds: that and the
     # recovery's own record, which a rollback must not forget.
     state = dict(model=self.model, dense_optimizer=self.dense_optimizer,

@@ -132,6 +132,34 @@ def test_other_binary_tasks_are_judged_at_the_end():
       "like: held-out AUC fell to <= 0.55 after >= 0.6")
 
 
+def test_a_task_with_too_few_examples_of_a_class_is_not_judged():
+  tasks = [CLICK, Task("follow", "binary")]
+  monitor = StabilityMonitor(tasks=tasks, min_auc_examples=30)
+  lines = monitor.set_eval_counts({"click": (1123, 622), "follow": (7, 1738)})
+  assert lines == [
+      "follow: 7 positives and 1,738 negatives on the evaluation day, fewer "
+      "than StabilityMonitor.min_auc_examples = 30 of a class: its AUC is "
+      "reported but not judged for divergence"]
+  # follow rises to 0.8, then falls to chance and to a collapse's std at
+  # the end: neither is judged; click, with enough of both, is.
+  monitor.observe_eval({"click/auc": 0.7, "follow/auc": 0.8}, 10)
+  monitor.observe_eval({"click/auc": 0.7, "follow/auc": 0.5,
+                        "follow/prediction_mean": 0.01,
+                        "follow/prediction_std": 0.0}, 20, final=True)
+  assert not monitor.diverged
+  assert monitor.verdict()["best_eval_auc"] == pytest.approx(0.7)
+  # 30 of each class is enough.
+  judged = StabilityMonitor(tasks=tasks, min_auc_examples=30)
+  assert judged.set_eval_counts({"click": (1123, 622),
+                                 "follow": (30, 1715)}) == []
+  judged.observe_eval({"click/auc": 0.7, "follow/auc": 0.8}, 10)
+  judged.observe_eval({"click/auc": 0.7, "follow/auc": 0.5}, 20, final=True)
+  assert judged.verdict()["divergence_reason"] == (
+      "follow: held-out AUC fell to <= 0.55 after >= 0.6")
+  with pytest.raises(ValueError, match="min_auc_examples must be >= 1"):
+    StabilityMonitor(tasks=tasks, min_auc_examples=0)
+
+
 def test_collapsed_predictions_judged_against_the_base_rate():
   # Mean 0.5: 2 sqrt(0.25) = 1, std < 0.01 collapses.
   half = StabilityMonitor(tasks=[CLICK], collapse_patience_steps=100)
