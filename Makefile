@@ -29,13 +29,13 @@ train: install
 	  --gin_file=configs/small_machine.gin --model_dir=$(RUN_DIR)
 
 # The paper's Table 2 on this machine (configs/table2_cpu.gin: 96 runs, about
-# 2 hours on 2 cores): results/table2_cpu/{table2.md,claims.md,*.png}.
+# 3 hours on 2 cores): results/table2_cpu/{table2.md,claims.md,*.png}.
 # Resumable: rerun after a kill and only the missing runs train.
 table2: install
 	$(PY) -m sweeps --gin_file=configs/table2_cpu.gin
 
-# The naive-Adagrad learning-rate ladders behind the 1x of table2 (about 20
-# minutes) and of the real-data tables (about 10 minutes each).
+# The naive-Adagrad learning-rate ladders behind the 1x of table2 (about 30
+# minutes) and of the real-data tables (about 5 minutes each).
 table2-calibrate: install
 	$(PY) -m sweeps --gin_file=configs/table2_cpu_calibration.gin
 	$(PY) -m sweeps --gin_file=configs/table2_kuairand_calibration.gin
@@ -57,7 +57,7 @@ table2-report: install
 	  movielens=results/table2_movielens
 
 # Does divergence follow the edge of stability? Large+DCN at 2x, naive and
-# Clippy, with the sharpness monitor (about 30 minutes):
+# Clippy, with the sharpness monitor (about 6 minutes):
 # results/sharpness_cpu/{fig_sharpness.png,sharpness.md}.
 SHARPNESS_RUNS := results/sharpness_cpu/runs
 sharpness: install
@@ -79,8 +79,8 @@ table2-rejudge: install
 table3: install
 	$(PY) -m sweeps --gin_file=configs/table3_cpu.gin
 
-# Clippy's learning-rate ladder on Large+DCN behind table3's rate (about 30
-# minutes): results/table3_cpu_calibration/runs.csv.
+# Clippy's learning-rate range on Large+DCN (about 40 minutes):
+# results/table3_cpu_calibration/runs.csv.
 table3-calibrate: install
 	$(PY) -m sweeps --gin_file=configs/table3_cpu_calibration.gin
 
