@@ -67,6 +67,22 @@ def test_a_corrupt_first_batch_does_not_blind_the_detector():
       "time: held-out RMSE above 10x")
 
 
+def test_a_rare_labels_spikes_below_the_untrained_loss_are_no_blowup():
+  # A rare label: the untrained loss 0.66, then batches without a positive
+  # at 0.004 (the level falls to 2 x 0.004 at once, then towards 0.004)
+  # and twelve in a row with one (0.1, over 10x the level): below the
+  # untrained loss, so no blow-up and no explosion (judged by the level
+  # alone, twelve blow-ups in a row). A spike to 0.9 passes both.
+  forward = Task("forward", "binary")
+  monitor = StabilityMonitor(tasks=[forward])
+  feed(monitor, [[0.66]] + [[0.004]] * 10 + [[0.1]] * 12)
+  assert 0.1 > 10 * float(monitor.level.numpy()[0])
+  assert monitor.blowups.numpy()[0] == 0 and not monitor.diverged
+  feed(monitor, [[0.004]] * 10 + [[0.9]], first_step=24)
+  assert monitor.blowups.numpy()[0] == 1
+  assert monitor.first_blowup_step.numpy()[0] == 34
+
+
 def test_a_finite_but_exploding_loss_is_full_divergence():
   monitor = StabilityMonitor(tasks=[CLICK], explosion_patience_steps=3)
   # The level stays ~2 (clipped input); 1e33 on steps 3, 4, 5: dated 3.
