@@ -177,8 +177,8 @@ class StabilityMonitor(tf.Module):
     # ... and above the untrained model's loss (or, after a corrupt first
     # batch, _FLOOR_LEVELS x the level): a rare label's loss sits far below
     # it, and a batch holding one positive is 10-50x its level.
-    floor = tf.minimum(tf.where(seed, safe, self.first_loss),
-                       _FLOOR_LEVELS * level)
+    # (At the seeding step the ratio is 1: no blow-up, whatever the floor.)
+    floor = tf.minimum(self.first_loss, _FLOOR_LEVELS * level)
     blowup = finite & (ratio > self.blowup_factor) & (safe > floor)
     self.micro.assign_add(tf.cast(micro, tf.int64))
     self.blowups.assign_add(tf.cast(blowup, tf.int64))
@@ -242,16 +242,16 @@ class StabilityMonitor(tf.Module):
       if not math.isfinite(value):
         _set_once(self.nonfinite_eval_step, i, step)
         continue
-      if task.kind == "binary" and task.name in self.unjudged:
-        _set(self.best_auc, i, max(float(self.best_auc.numpy()[i]), value))
-      elif task.kind == "binary":
+      if task.kind == "binary":
         best = float(self.best_auc.numpy()[i])
-        fell = best >= self.auc_ceiling and value <= self.auc_floor
+        judged = task.name not in self.unjudged
+        fell = judged and best >= self.auc_ceiling and value <= self.auc_floor
         std = results.get(f"{task.name}/prediction_std")
         mean = min(max(results.get(f"{task.name}/prediction_mean", 0.5),
                        0.0), 1.0)
         spread = self.collapse_std * 2 * math.sqrt(mean * (1 - mean))
-        dead = std is not None and value <= self.auc_floor and std < spread
+        dead = (judged and std is not None and value <= self.auc_floor
+                and std < spread)
         # Other binary tasks are judged at the end only: a rare event's AUC
         # is noisy, and its head can sit at the base rate for hundreds of
         # steps before it learns.

@@ -33,9 +33,9 @@ def _finished(sweep, summaries, method):
 
 def naive_diverges(sweep, summaries) -> Tuple[bool, str]:
   """(1) Naive Adagrad diverges in the grid: some naive run, on some model,
-  at 1x or 2x. The grids' 1x is naive's edge of stability (the largest rate
-  of a calibration ladder at which it trains every model), so the
-  divergences expected are at 2x; each rate's count is given."""
+  at 1x or 2x. The grids' 1x is naive's edge of stability (the rate below
+  the first divergence of a calibration ladder), so the divergences
+  expected are at 2x; each rate's count is given."""
   if "naive" not in sweep.methods:
     return None, "no naive runs in this sweep"
   runs = _finished(sweep, summaries, "naive")

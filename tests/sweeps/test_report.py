@@ -221,7 +221,7 @@ def test_claims_wait_for_incomplete_cells(tmp_path):
   assert ok is None and "waiting for runs of Large+DCN GC" in numbers
 
 
-def test_naive_diverging_only_at_2x_holds_and_never_fails(tmp_path):
+def test_naive_diverging_only_at_2x_holds_and_no_divergence_fails(tmp_path):
   # 1x is naive's edge of stability, so its divergences are at 2x.
   sweep = make_sweep(tmp_path)
   results = {n: s for n, s in HAND.items() if "naive" not in n}
