@@ -22,9 +22,13 @@ def sweep_command(tmp, parallel):
           f"--gin_param=Sweep.runs_dir='{tmp}/runs'",
           f"--gin_param=Sweep.results_dir='{tmp}/results'",
           f"--gin_param=Sweep.parallel={parallel}",
+          # An evaluation every 2 steps makes steps 20-40 last long enough
+          # (~1 s) for the kill to land between them: at 40 tiny steps in
+          # well under the 0.2 s poll a quiet machine finished the run first.
           "--gin_param=Sweep.run_gin_params=['Trainer.max_steps = 40', "
           "'Trainer.checkpoint_every_steps = 20', "
-          "'Trainer.summary_every_steps = 5']"]
+          "'Trainer.summary_every_steps = 5', "
+          "'Trainer.eval_every_steps = 2']"]
 
 
 def wait_for(predicate, process, what, timeout=300):
