@@ -23,10 +23,13 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ranking import quiet  # pylint: disable=g-import-not-at-top
+
+tf = quiet.import_tensorflow()
+
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from gin import config_parser
-import tensorflow as tf
 
 from ranking import integrity
 from ranking import launch
@@ -78,7 +81,7 @@ def run_config(model_dir: str, allow_imports: bool) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch.quiet_tensorflow_info(FLAGS["verbosity"])
+  quiet.quiet_python_logging(FLAGS["verbosity"])
   if not os.path.isdir(FLAGS.model_dir):
     raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
         "is not a directory." if os.path.exists(FLAGS.model_dir)

@@ -22,6 +22,10 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ranking import quiet  # pylint: disable=g-import-not-at-top
+
+quiet.import_tensorflow()
+
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
@@ -48,7 +52,7 @@ def _stopped_while_building(signum, frame):  # pylint: disable=unused-argument
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch.quiet_tensorflow_info(FLAGS["verbosity"])
+  quiet.quiet_python_logging(FLAGS["verbosity"])
   # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
   # through Python, so a model_dir this launch created is removed again.
   signal.signal(signal.SIGTERM, _stopped_while_building)

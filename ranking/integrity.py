@@ -341,13 +341,15 @@ def checkpoint_files(prefix: str) -> List[str]:
 
 def _record_state(directory: str, prefixes: List[str]):
   """Rewrites the `checkpoint` state file: newest last."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # What tf.train.CheckpointManager writes, without the deprecated
+  # tf.compat.v1 wrapper (which logs a deprecation warning on first use).
+  from tensorflow.python.checkpoint import checkpoint_management  # pylint: disable=g-import-not-at-top
   if not prefixes:
     state = os.path.join(directory, "checkpoint")
     if os.path.exists(state):
       os.remove(state)
     return
-  tf.compat.v1.train.update_checkpoint_state(
+  checkpoint_management.update_checkpoint_state_internal(
       directory, os.path.basename(prefixes[-1]),
       all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes])
 

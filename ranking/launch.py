@@ -37,14 +37,6 @@ def prepare_model_dir(model_dir: str):
     raise PermissionError(f"model_dir {model_dir} is not writable.")
 
 
-def quiet_tensorflow_info(verbosity_flag):
-  """TensorFlow's own INFO lines (one per checkpoint written) would drown
-  the progress lines: shown only when --verbosity is given."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  if not verbosity_flag.present:
-    logging.set_verbosity(logging.WARNING)
-
-
 def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
   """Parses gin, checks model_dir, builds the trainer (data paths, model,
   optimizers): every configuration error surfaces here, before any work.

@@ -29,7 +29,7 @@ from data import files
 from data.source import InMemorySource
 from data.window import MovingWindow
 from optim import ScaledAdagrad, rules
-from ranking import integrity, launch
+from ranking import integrity, launch, quiet
 from ranking.stability import state_is_finite, step_is_finite
 from ranking.summaries import ScalarWriter
 from tests.runs import TINY, train
@@ -1062,6 +1062,11 @@ def test_sigterm_checkpoints_the_current_step_and_a_rerun_resumes(run_copy):
                          timeout=600)
   assert again.returncode == 0, again.stderr[-2000:]
   assert f"at step {step}" in again.stdout and "resumed from" in again.stdout
+  # A quiet console: no TensorFlow start-up lines, no INFO line per
+  # checkpoint written (the run wrote several).
+  console = (again.stdout + again.stderr).splitlines()
+  assert not [l for l in console if quiet.is_startup_noise(l) or
+              l.startswith(("INFO", "I1", "I0", "WARNING:tensorflow"))], console
   with open(stale) as f:
     assert strict_loads(f.read())["final_step"] == 200
   assert math.isfinite(records(run_copy, "eval")[-1]["click/auc"])
