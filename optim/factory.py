@@ -14,8 +14,27 @@ METHODS = {
     "agc": (ScaledAdagrad, "agc"),
     "lamb": (ScaledAdagrad, "lamb"),
     "clippy": (ScaledAdagrad, "clippy"),
+    "adagc": (ScaledAdagrad, "adagc"),
+    "zclip": (ScaledAdagrad, "zclip"),
     "adam": (ScaledAdam, "naive"),
     "clippy_adam": (ScaledAdam, "clippy"),
+    "spam": (ScaledAdam, "naive"),        # with SPAM's spike clipping
+    "stable_adam": (ScaledAdam, "stable"),
+}
+# SPAM's theta when the method is "spam" and none is given (paper: 5000).
+SPAM_THRESHOLD = 5000.0
+
+# The newer rules' settings: build_optimizer argument -> (method, the rule's
+# hyperparameter). None (the default) keeps the rule's published default.
+_NEWER = {
+    "adagc_lambda_rel": ("adagc", "lambda_rel"),
+    "adagc_lambda_abs": ("adagc", "lambda_abs"),
+    "adagc_beta": ("adagc", "beta"),
+    "adagc_warmup_steps": ("adagc", "warmup_steps"),
+    "zclip_z_thresh": ("zclip", "z_thresh"),
+    "zclip_alpha": ("zclip", "alpha"),
+    "zclip_warmup_steps": ("zclip", "warmup_steps"),
+    "stable_clip_threshold": ("stable_adam", "clip_threshold"),
 }
 
 
@@ -35,14 +54,24 @@ def build_optimizer(method: str = gin.REQUIRED,
                     accumulator_update: str = "standard",
                     beta_1: float = 0.9,
                     beta_2: float = 0.999,
+                    adagc_lambda_rel: Optional[float] = None,
+                    adagc_lambda_abs: Optional[float] = None,
+                    adagc_beta: Optional[float] = None,
+                    adagc_warmup_steps: Optional[int] = None,
+                    zclip_z_thresh: Optional[float] = None,
+                    zclip_alpha: Optional[float] = None,
+                    zclip_warmup_steps: Optional[int] = None,
+                    stable_clip_threshold: Optional[float] = None,
+                    spike_threshold: Optional[float] = None,
+                    spike_warmup_steps: int = 20,
                     record_diagnostics: bool = True,
                     diagnostics_every: int = 1,
                     name: Optional[str] = None):
   """The optimizer of one method of the paper, with the paper's defaults.
 
   Args:
-    method: one of METHODS: naive (Adagrad), gc, agc, lamb, clippy (all on
-      Adagrad), adam, clippy_adam.
+    method: one of METHODS: naive (Adagrad), gc, agc, lamb, clippy, adagc,
+      zclip (all on Adagrad), adam, clippy_adam, spam, stable_adam.
     learning_rate: eta, a float or a tf.keras LearningRateSchedule.
     clip_norm: GC threshold lambda (paper grid {1e-1, 1e-2, 1e-3}).
     clip_factor: AGC threshold lambda (paper grid {1e-2, 1e-3, 1e-4}).
@@ -57,6 +86,15 @@ def build_optimizer(method: str = gin.REQUIRED,
       gradient, eq. 5), "clipped" or "delayed".
     beta_1: Adam first-moment decay.
     beta_2: Adam second-moment decay.
+    adagc_lambda_rel, adagc_lambda_abs, adagc_beta, adagc_warmup_steps:
+      AdaGC's relative threshold (1.05), warm-up absolute threshold (1.0),
+      EMA decay (0.98) and warm-up length (100); None keeps the default.
+    zclip_z_thresh, zclip_alpha, zclip_warmup_steps: ZClip's z-score
+      threshold (2.5), EMA decay (0.97) and warm-up length (25).
+    stable_clip_threshold: StableAdamW's d (1.0).
+    spike_threshold: SPAM's theta for any Adam method (spam: 5000 unless
+      given); None: no spike clipping.
+    spike_warmup_steps: first step of spike clipping (SPAM: 20).
     record_diagnostics: store per-variable diagnostics (paper Fig. 4b, 6, 7).
     diagnostics_every: compute their norms every this many steps; sigma is
       stored every step. Set it to the summary interval.
@@ -87,9 +125,23 @@ def build_optimizer(method: str = gin.REQUIRED,
               "unitwise": unitwise},
       "lamb": {"trust_coefficient": trust_coefficient},
       "clippy": {"lambda_rel": lambda_rel, "lambda_abs": lambda_abs},
+      "adagc": {}, "zclip": {}, "stable": {},
   }[rule]
+  given = dict(adagc_lambda_rel=adagc_lambda_rel,
+               adagc_lambda_abs=adagc_lambda_abs, adagc_beta=adagc_beta,
+               adagc_warmup_steps=adagc_warmup_steps,
+               zclip_z_thresh=zclip_z_thresh, zclip_alpha=zclip_alpha,
+               zclip_warmup_steps=zclip_warmup_steps,
+               stable_clip_threshold=stable_clip_threshold)
+  params.update({name_in_rule: given[arg]
+                 for arg, (owner, name_in_rule) in _NEWER.items()
+                 if owner == method and given[arg] is not None})
   stray = sorted(k for k, v in thresholds.items()
                  if v is not None and k not in params)
+  stray += sorted(arg for arg, (owner, _) in _NEWER.items()
+                  if given[arg] is not None and owner != method)
+  if spike_threshold is not None and base is not ScaledAdam:
+    stray.append("spike_threshold")
   if stray:
     raise ValueError(f"Optimizer method {method!r} does not use {stray}.")
   common = dict(learning_rate=learning_rate, clipping=rule,
@@ -97,6 +149,10 @@ def build_optimizer(method: str = gin.REQUIRED,
                 record_diagnostics=record_diagnostics,
                 diagnostics_every=diagnostics_every, name=name or method)
   if base is ScaledAdam:
-    return ScaledAdam(beta_1=beta_1, beta_2=beta_2, **common)
+    if method == "spam" and spike_threshold is None:
+      spike_threshold = SPAM_THRESHOLD
+    return ScaledAdam(beta_1=beta_1, beta_2=beta_2,
+                      spike_threshold=spike_threshold,
+                      spike_warmup_steps=spike_warmup_steps, **common)
   return ScaledAdagrad(initial_accumulator_value=initial_accumulator_value,
                        accumulator_update=accumulator_update, **common)

@@ -26,8 +26,8 @@ class ScaledAdagrad(RuleScaledOptimizer):
       G_t = G_{t-1} + g_t^2,   r_t = g_t / sqrt(G_t + eps),
       w_{t+1} = w_t - eta_t * sigma_t * r_t,
 
-  with sigma_t from `clipping` (naive, gc, agc, lamb, clippy; see
-  `optim.rules`). With clipping="clippy" and accumulator_update="standard"
+  with sigma_t from `clipping` (naive, gc, agc, lamb, clippy, adagc,
+  zclip; see `optim.rules`). With clipping="clippy" and accumulator_update="standard"
   this is the paper's Algorithm 1 and equals TFRS
   `ClippyAdagrad(use_standard_accumulator_update=True,
   accumulator_relative_threshold=0)`.
@@ -88,6 +88,12 @@ class ScaledAdagrad(RuleScaledOptimizer):
                      record_diagnostics=record_diagnostics,
                      diagnostics_every=diagnostics_every, name=name,
                      **kwargs)
+    if self._rule.needs_second_moment:
+      raise ValueError(
+          f"Clipping method {clipping!r} reads Adam's second moment; "
+          "Adagrad's accumulator is a sum, not an estimate of E[g^2] (with "
+          "the standard update g^2/G <= 1, so it would never clip). Use "
+          "it with ScaledAdam.")
     self.initial_accumulator_value = initial_accumulator_value
     self.epsilon = epsilon
     self.accumulator_update = accumulator_update

@@ -89,6 +89,14 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     self._built = True
     self._scaled_variables = list(var_list)
     self._diagnostics = []
+    self._rule_states = []
+    if self._rule.initial_state is not None:
+      # A rule that remembers (AdaGC, ZClip) keeps its state in a slot, so
+      # checkpoints save and resume it with the optimizer.
+      for var in var_list:
+        self._rule_states.append(self.add_variable_from_reference(
+            var, "rule_state", initial_value=tf.constant(
+                self._rule.initial_state, var.dtype)))
     if self.record_diagnostics:
       for var in var_list:
         self._diagnostics.append(
@@ -104,9 +112,18 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     """The entry of a per-variable list (built in `build`) for `variable`."""
     return slots[self._index_dict[self._var_key(variable)]]
 
-  def scale(self, grad, var, direction, lr, variable):
-    """sigma_t of the configured rule; records diagnostics for `variable`."""
-    sigma = self._rule(grad, var, direction, lr)
+  def scale(self, grad, var, direction, lr, variable, second_moment=None):
+    """sigma_t of the configured rule; advances its state and records
+    diagnostics for `variable`. `second_moment`: the base optimizer's
+    estimate of E[g^2] for the rules that read one (Adam's v_hat)."""
+    state = (self.slot(self._rule_states, variable)
+             if self._rule_states else None)
+    sigma, new_state = self._rule(
+        grad, var, direction, lr,
+        state=None if state is None else tf.convert_to_tensor(state),
+        second_moment=second_moment)
+    if state is not None:
+      state.assign(new_state)
     if self.record_diagnostics:
       stored = self.slot(self._diagnostics, variable)
       if self.diagnostics_every == 1:

@@ -42,7 +42,10 @@ PAPER_THRESHOLDS = {
 }
 REPO = gin_files_lib.REPO
 METHOD_NAMES = {"naive": "Naive", "gc": "GC", "agc": "AGC", "lamb": "LAMB",
-                "clippy": "Clippy", "clippy_adam": "Clippy (Adam)"}
+                "clippy": "Clippy", "clippy_adam": "Clippy (Adam)",
+                # Newer rules (optim/rules.py), at their published defaults.
+                "adagc": "AdaGC", "zclip": "ZClip", "adam": "Adam",
+                "spam": "SPAM (Adam)", "stable_adam": "StableAdamW-clip (Adam)"}
 
 
 @gin.configurable
@@ -56,6 +59,9 @@ class Sweep:
       'configs/models/small.gin'}).
     methods: optimizer names; each uses configs/optimizers/<method>.gin.
     learning_rate: the 1x learning rate (dense and embedding Adagrad).
+    learning_rates: {method: its own 1x rate of the dense optimizer}, for
+      methods whose base optimizer is not Adagrad (Adam's rate is not
+      Adagrad's); embeddings keep `learning_rate`.
     lr_multipliers: the learning rates tried, as multiples of 1x.
     seeds: the first selects; all are run at the picked setting. Each sets
       Trainer.seed (initial weights) and MovingWindow.seed (batch order).
@@ -79,6 +85,7 @@ class Sweep:
                methods: Sequence[str] = ("naive", "gc", "agc", "lamb",
                                          "clippy"),
                learning_rate: float = gin.REQUIRED,
+               learning_rates: Optional[Mapping[str, float]] = None,
                lr_multipliers: Sequence[float] = (1.0, 2.0),
                seeds: Sequence[int] = (0, 1, 2),
                thresholds: Optional[Mapping[str, Sequence[float]]] = None,
@@ -96,6 +103,8 @@ class Sweep:
     self.models = dict(models)
     self.methods = tuple(methods)
     self.learning_rate = float(learning_rate)
+    self.learning_rates = {m: float(v)
+                           for m, v in (learning_rates or {}).items()}
     self.lr_multipliers = tuple(float(m) for m in lr_multipliers)
     self.seeds = tuple(int(s) for s in seeds)
     self.thresholds = {m: tuple(float(v) for v in values) for m, values in
@@ -136,6 +145,12 @@ class Sweep:
       fail("lr_multipliers and seeds need at least one value each.")
     if self.learning_rate <= 0:
       fail(f"learning_rate must be > 0, got {self.learning_rate}.")
+    for method, rate in self.learning_rates.items():
+      if method not in self.methods:
+        fail(f"learning_rates names {method!r}, which is not one of the "
+             f"methods {list(self.methods)}.")
+      if not rate > 0:
+        fail(f"learning_rates[{method!r}] must be > 0, got {rate}.")
     if self.parallel < 1:
       fail(f"parallel must be >= 1, got {self.parallel}.")
     if len(set(map(slug, self.models))) != len(self.models):
@@ -187,7 +202,9 @@ class Run:
     return "-".join(parts)
 
   def learning_rate(self, sweep: Sweep) -> float:
-    return sweep.learning_rate * self.lr_multiplier
+    """The dense optimizer's rate (the method's own 1x, if it has one)."""
+    return sweep.learning_rates.get(
+        self.method, sweep.learning_rate) * self.lr_multiplier
 
   def gin_files(self, sweep: Sweep) -> List[str]:
     return (list(sweep.base_gin_files) + [sweep.models[self.model],
@@ -212,9 +229,12 @@ class Run:
     }
 
   def gin_params(self, sweep: Sweep) -> List[str]:
-    params = [f"LEARNING_RATE = {self.learning_rate(sweep)!r}",
+    params = [f"LEARNING_RATE = {sweep.learning_rate * self.lr_multiplier!r}",
               f"Trainer.seed = {self.seed}",
               f"MovingWindow.seed = {self.seed}"]
+    if self.method in sweep.learning_rates:
+      params.append(f"build_optimizer.learning_rate = "
+                    f"{self.learning_rate(sweep)!r}")
     if self.threshold is not None:
       params.append(f"{THRESHOLD_PARAMS[self.method]} = {self.threshold!r}")
     return list(sweep.run_gin_params) + params

@@ -111,6 +111,10 @@ def caption(sweep: grid.Sweep, table: Mapping[str, Mapping[str, Cell]]
       f"{{{', '.join(f'{m:g}x' for m in sweep.lr_multipliers)}}} "
       f"(1x = {sweep.learning_rate:g}), picked by seed {sweep.seeds[0]}'s "
       f"{auc_task} AUC. \"diverged\": every seed diverged."]
+  if sweep.learning_rates:
+    own = ", ".join(f"{grid.METHOD_NAMES[m]} {v:g}"
+                    for m, v in sweep.learning_rates.items())
+    lines.append(f"Methods with their own 1x dense rate: {own}.")
   searched = [m for m in sweep.methods if m in sweep.thresholds]
   if searched:
     grids = "; ".join(

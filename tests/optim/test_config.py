@@ -99,6 +99,17 @@ def test_every_optimizer_gin_file_builds(path):
     (dict(method="naive", initial_accumulator_value=-0.1),
      "initial_accumulator_value must be >= 0"),
     (dict(method="adam", beta_1=1.0), "beta_1 must be in [0, 1)"),
+    (dict(method="adagc", adagc_beta=1.0), "beta must be in [0, 1)"),
+    (dict(method="adagc", adagc_lambda_rel=0.0), "must be > 0 (a zero"),
+    (dict(method="zclip", zclip_z_thresh=0.0), "z_thresh must be > 0"),
+    (dict(method="zclip", zclip_warmup_steps=-1), "warmup_steps must be >="),
+    (dict(method="zclip", adagc_beta=0.9), "does not use ['adagc_beta']"),
+    (dict(method="stable_adam", stable_clip_threshold=-1.0),
+     "clip_threshold must be > 0"),
+    (dict(method="clippy", spike_threshold=50.0),
+     "does not use ['spike_threshold']"),
+    (dict(method="spam", spike_threshold=0.0), "spike_threshold must be > 0"),
+    (dict(method="spam", spike_warmup_steps=0), "spike_warmup_steps must"),
 ])
 def test_bad_hyperparameters_raise_clear_errors(kwargs, message):
   with pytest.raises(ValueError, match=None) as error:

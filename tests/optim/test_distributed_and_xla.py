@@ -10,7 +10,12 @@ from tests import strategies
 GLOBAL_BATCH, STEPS, VOCAB = 32, 15, 50
 METHOD_ARGS = {"naive": {}, "gc": {"clip_norm": 0.05},
                "agc": {"clip_factor": 0.01}, "lamb": {"trust_coefficient": 0.1},
-               "clippy": {}, "clippy_adam": {}}
+               "clippy": {}, "clippy_adam": {},
+               # The newer rules, their state in slots (short warm-ups).
+               "adagc": {"adagc_warmup_steps": 3, "adagc_lambda_abs": 0.05},
+               "zclip": {"zclip_warmup_steps": 3, "zclip_z_thresh": 0.5},
+               "stable_adam": {"stable_clip_threshold": 0.5},
+               "spam": {"spike_threshold": 2.0, "spike_warmup_steps": 2}}
 
 
 def _model():
@@ -70,7 +75,7 @@ def test_two_replicas_match_one_device(method):
       strategies.two_cpu_replicas(), method)
   # sigma comes from the all-reduced gradient: the same on both setups.
   np.testing.assert_allclose(two_sigmas, one_sigmas, rtol=1e-5, atol=1e-6)
-  if method not in ("naive", "adam"):
+  if method not in ("naive", "adam", "spam"):  # spam clips g, not sigma
     assert one_sigmas.min() < 1.0
   for a, b in zip(two_weights, one_weights):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -81,5 +86,9 @@ def test_xla_step_matches_plain_step(method):
   strategy = tf.distribute.get_strategy()
   plain, _ = _train(strategy, method)
   compiled, _ = _train(strategy, method, jit_compile=True)
+  # Unclipped Adam steps at rate 0.5 carry XLA's float32 reassociation
+  # (plain Keras Adam itself ends 9e-6 apart here): a wider margin for the
+  # Adam rules that leave most steps whole.
+  atol = 1e-4 if method in ("spam", "stable_adam") else 1e-6
   for a, b in zip(compiled, plain):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=atol)

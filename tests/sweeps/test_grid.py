@@ -105,8 +105,23 @@ def test_run_bindings():
       "MovingWindow.seed = 1", "build_optimizer.clip_norm = 0.01"]
 
 
+def test_a_method_with_its_own_rate_binds_the_dense_optimizer_only():
+  sweep = make_sweep(methods=("naive", "spam"), learning_rates={"spam": 1e-3})
+  spam = grid.Run("Small", "spam", None, 2.0, 0, "select")
+  assert spam.learning_rate(sweep) == 2e-3
+  # Embeddings (LEARNING_RATE) keep the sweep's Adagrad rate.
+  assert spam.gin_params(sweep)[0] == "LEARNING_RATE = 0.2"
+  assert spam.gin_params(sweep)[-1] == "build_optimizer.learning_rate = 0.002"
+  naive = grid.Run("Small", "naive", None, 2.0, 0, "select")
+  assert naive.learning_rate(sweep) == 0.2
+  assert not any(p.startswith("build_optimizer.learning_rate")
+                 for p in naive.gin_params(sweep))
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(methods=("naive", "sgd")), "unknown methods"),
+    (dict(learning_rates={"adam": 1e-3}), "not one of the methods"),
+    (dict(learning_rates={"gc": 0.0}), r"learning_rates\['gc'\] must be > 0"),
     (dict(thresholds={"clippy": (0.1,)}), "no threshold to search"),
     (dict(threshold_search_model="Medium"), "not one of the models"),
     (dict(seeds=()), "at least one value"),
