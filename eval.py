@@ -29,13 +29,11 @@ tf = quiet.import_tensorflow()
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from gin import config_parser
 
 from ranking import integrity
+from ranking import export
 from ranking import launch
 from ranking.evaluation import headline
-from ranking.gin_files import gin_statements
-from ranking.stability import state_is_finite
 
 flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
@@ -52,32 +50,6 @@ FLAGS = flags.FLAGS
 SPLIT = "eval_sidecar"
 
 
-def run_config(model_dir: str, allow_imports: bool) -> str:
-  """The run's operative_config.gin, refused if it would import modules or
-  include files (a model_dir may come from anyone)."""
-  path = os.path.join(model_dir, integrity.OPERATIVE_CONFIG)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No {path}; give the run's --gin_file(s).")
-  try:
-    with open(path) as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
-    raise ValueError(f"Cannot read {path}: {e}") from e
-  if not allow_imports:
-    unsafe = [f"line {s.location.line_num}: "
-              f"{s.location.line_content.strip()}"
-              for s in gin_statements(text, path)
-              if isinstance(s, (config_parser.ImportStatement,
-                                config_parser.IncludeStatement))]
-    if unsafe:
-      raise ValueError(f"{path} imports modules or includes files, which "
-                       "would run code from the model_dir: "
-                       + "; ".join(unsafe) +
-                       ". Check them and pass --allow_gin_imports, or give "
-                       "--gin_file.")
-  return path
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -86,20 +58,14 @@ def main(argv):
     raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
         "is not a directory." if os.path.exists(FLAGS.model_dir)
         else "does not exist."))
-  gin_files = FLAGS.gin_file or [run_config(FLAGS.model_dir,
-                                            FLAGS.allow_gin_imports)]
+  gin_files = FLAGS.gin_file or [launch.run_config(FLAGS.model_dir,
+                                                   FLAGS.allow_gin_imports)]
   trainer = launch.build_trainer(gin_files, FLAGS.gin_param, FLAGS.model_dir)
   checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
   # The weights and the step only: the optimizers' slots (as large as the
   # model, twice for Adam) are not needed to evaluate.
-  weights = tf.train.Checkpoint(model=trainer.model, step=trainer.global_step)
-
   def restore(path):
-    # Partial: the optimizers' slots are skipped; but every weight of the
-    # model must be there (a head the run never trained would be random).
-    weights.read(path).expect_partial().assert_existing_objects_matched()
-    if not bool(state_is_finite(trainer.model.variables)):
-      raise ValueError("it holds non-finite weights")
+    export.read_weights(path, trainer.model, step=trainer.global_step)
 
   def log(line):
     print(line, flush=True)

@@ -4,9 +4,11 @@
   python train.py --gin_file=configs/large_dcn_clippy.gin \
       --gin_file=configs/small_machine.gin --gin_param='Trainer.max_steps=100'
 
-Writes into --model_dir: checkpoints/, train/ and eval/ TensorBoard logs,
-metrics.jsonl, operative_config.gin and, once the run has ended,
-summary.json. Rerunning with the same --model_dir resumes from the newest
+Writes into --model_dir: checkpoints/, train/ and eval/ TensorBoard logs
+(with a custom-scalars layout), metrics.jsonl, operative_config.gin and,
+once the run has ended, summary.json. With --export_dir the last
+checkpoint is then exported there as a SavedModel (as export.py does; a
+diverged run is not exported and the status is 1). Rerunning with the same --model_dir resumes from the newest
 intact checkpoint, if the settings that change the training are the ones
 the run started with (bind Trainer.allow_config_change=True to override).
 One run per model_dir at a time (model_dir/.train.lock). SIGTERM saves a
@@ -29,12 +31,15 @@ quiet.import_tensorflow()
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from ranking import export
 from ranking import launch
 from ranking.trainer import Preempted
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
 flags.DEFINE_string("model_dir", None, "Directory of the run (created).")
+flags.DEFINE_string("export_dir", None, "Export the last checkpoint there as "
+                    "a SavedModel when training ends (see export.py).")
 FLAGS = flags.FLAGS
 
 
@@ -55,6 +60,8 @@ def main(argv):
   quiet.quiet_python_logging(FLAGS["verbosity"])
   # Until Trainer.run() takes SIGTERM over (checkpoint, then stop): exit
   # through Python, so a model_dir this launch created is removed again.
+  if FLAGS.export_dir:  # before hours of training, not after
+    export.check_export_dir(FLAGS.export_dir)
   signal.signal(signal.SIGTERM, _stopped_while_building)
   try:
     trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
@@ -71,6 +78,12 @@ def main(argv):
     print(e, flush=True)
     return 0
   print(launch.final_table(summary, FLAGS.model_dir))
+  if FLAGS.export_dir and trainer.role.chief:
+    try:
+      print(export.export_finished_run(trainer, summary, FLAGS.export_dir),
+            flush=True)
+    except RuntimeError as e:  # asked for, not done: say so in the status
+      sys.exit(f"train.py: {e}")
   # A diverged run is a result (summary.json says so), not a failure.
   return 0
 

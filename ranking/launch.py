@@ -6,6 +6,7 @@ import shutil
 from typing import Dict
 
 import gin
+from gin import config_parser
 
 # Registers every configurable a gin file may bind.
 import data.faults  # pylint: disable=unused-import
@@ -15,9 +16,11 @@ import data.movielens  # pylint: disable=unused-import
 import data.on_disk  # pylint: disable=unused-import
 import data.synthetic  # pylint: disable=unused-import
 import optim  # pylint: disable=unused-import
+from ranking import integrity
 from ranking import roles
 from ranking import trainer as trainer_lib
 from ranking.distribution import make_strategy
+from ranking.gin_files import gin_statements
 from ranking.gin_files import parse_gin  # pylint: disable=unused-import
 
 
@@ -35,6 +38,20 @@ def prepare_model_dir(model_dir: str):
     raise PermissionError(f"Cannot create model_dir {model_dir}: {e}") from e
   if not os.access(model_dir, os.W_OK | os.X_OK):
     raise PermissionError(f"model_dir {model_dir} is not writable.")
+
+
+def build_source():
+  """The run's data source as the parsed gin binds Trainer.source (e.g.
+  @SyntheticStream()), built without the rest of the trainer (export.py
+  needs only its schema)."""
+  try:
+    source = gin.query_parameter("Trainer.source")
+  except ValueError as e:
+    raise ValueError("The gin files bind no Trainer.source (the run's data, "
+                     "e.g. @SyntheticStream()).") from e
+  if isinstance(source, gin.config.ConfigurableReference):
+    source = source.scoped_configurable_fn()
+  return source
 
 
 def build_trainer(gin_files, gin_params, model_dir) -> trainer_lib.Trainer:
@@ -84,3 +101,29 @@ def final_table(summary: Dict, model_dir: str) -> str:
             f"Summary: {os.path.join(model_dir, 'summary.json')}",
             f"TensorBoard: tensorboard --logdir {model_dir}"]
   return "\n".join(lines)
+
+
+def run_config(model_dir: str, allow_imports: bool) -> str:
+  """The run's operative_config.gin, refused if it would import modules or
+  include files (a model_dir may come from anyone)."""
+  path = os.path.join(model_dir, integrity.OPERATIVE_CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No {path}; give the run's --gin_file(s).")
+  try:
+    with open(path) as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"Cannot read {path}: {e}") from e
+  if not allow_imports:
+    unsafe = [f"line {s.location.line_num}: "
+              f"{s.location.line_content.strip()}"
+              for s in gin_statements(text, path)
+              if isinstance(s, (config_parser.ImportStatement,
+                                config_parser.IncludeStatement))]
+    if unsafe:
+      raise ValueError(f"{path} imports modules or includes files, which "
+                       "would run code from the model_dir: "
+                       + "; ".join(unsafe) +
+                       ". Check them and pass --allow_gin_imports, or give "
+                       "--gin_file.")
+  return path

@@ -27,6 +27,8 @@ STARTUP_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called "
     r"are written to STDERR"
     r"|[IW]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] "
+    r"|To enable the following instructions: .* rebuild TensorFlow with "
+    r"the appropriate compiler flags\."
     r"|E\d{4} [\d:.]+\s+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit")
 
 

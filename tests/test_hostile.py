@@ -8,8 +8,6 @@ and that nothing half-written or stale is left. Values are computed by hand
 in the comments.
 """
 
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -1007,23 +1005,14 @@ def test_a_cycle_of_includes_is_named(tmp_path):
   gin.clear_config()
 
 
-@functools.lru_cache(maxsize=None)  # eval.py defines absl flags once
-def _eval_module():
-  spec = importlib.util.spec_from_file_location(
-      "eval_entry", os.path.join(ROOT, "eval.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("line", ["import os.path", "include '/etc/x.gin'"])
 def test_eval_refuses_a_model_dir_config_that_imports(tmp_path, line):
+  # eval.py and export.py read a run's config through launch.run_config.
   (tmp_path / "operative_config.gin").write_text(
       f"Trainer.max_steps = 3\n{line}\n")
-  entry = _eval_module()
   with pytest.raises(ValueError, match=f"line 2: {line}.*--allow_gin_imports"):
-    entry.run_config(str(tmp_path), allow_imports=False)
-  assert entry.run_config(str(tmp_path), allow_imports=True).endswith(
+    launch.run_config(str(tmp_path), allow_imports=False)
+  assert launch.run_config(str(tmp_path), allow_imports=True).endswith(
       "operative_config.gin")
 
 

@@ -21,6 +21,11 @@ NOISE = [
     "cuda drivers on your machine, GPU will not be used.",
     "E0000 00:00:1796284961.879286    2744 cuda_platform.cc:52] failed call "
     "to cuInit: INTERNAL: CUDA error",
+    "I0000 00:00:1796285898.871492   13857 cpu_feature_guard.cc:227] This "
+    "TensorFlow binary is optimized to use available CPU instructions in "
+    "performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other "
+    "operations, rebuild TensorFlow with the appropriate compiler flags.",
 ]
 KEPT = [
     "E0000 00:00:1796284961.879286    2744 saver.cc:52] a real error",
