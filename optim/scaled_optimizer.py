@@ -143,13 +143,22 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     name shared by several variables gets a suffix _1, _2, ... in the order
     the optimizer was built with.
     """
+    return {key: {k: values[i] for i, k in enumerate(DIAGNOSTICS)}
+            for key, values in zip(
+                self.diagnosed_variables(),
+                (tf.convert_to_tensor(d) for d in self._diagnostics))}
+
+  def diagnosed_variables(self) -> Dict[str, tf.Variable]:
+    """{name: variable} of the variables `diagnostics()` reports, under the
+    same names; empty when `record_diagnostics` is False."""
     out = {}
-    for var, diag in zip(self._scaled_variables, self._diagnostics):
-      values = tf.convert_to_tensor(diag)
+    if not self._diagnostics:
+      return out
+    for var in self._scaled_variables:
       key, n = var.name, 1
       while key in out:  # variable names need not be unique
         key, n = f"{var.name}_{n}", n + 1
-      out[key] = {k: values[i] for i, k in enumerate(DIAGNOSTICS)}
+      out[key] = var
     return out
 
   def get_config(self):

@@ -51,6 +51,8 @@ RESUME_MAY_DIFFER = (
     "MovingWindow.min_eval_examples",
     # Measures the run (ranking/sharpness.py), writes nothing it trains on.
     "SharpnessMonitor.*",
+    # What TensorBoard shows (ranking/dashboard.py).
+    "Dashboard.*",
     # Where the tables live and how a prepared log is read: not what is
     # trained (its rows are checked by the data fingerprint).
     "EmbeddingPartitioner.*", "on_disk_source.path",

@@ -11,7 +11,8 @@ from ranking.integrity import dumps_strict
 class ScalarWriter:
   """Writes {name: value} at a step to TensorBoard (a directory per split:
   train/, eval/, recovery/, sharpness/) and as one JSON line {"step",
-  "split", name: value, ...} to metrics.jsonl.
+  "split", name: value, ...} to metrics.jsonl; and, to TensorBoard only,
+  histograms and the custom-scalars layout.
   A writer that is not `enabled` (a worker other than the chief) writes
   nothing.
 
@@ -25,20 +26,43 @@ class ScalarWriter:
     self._writers = {}
     self._jsonl = os.path.join(model_dir, "metrics.jsonl")
 
-  def write(self, split: str, step: int, scalars: Mapping[str, float]):
+  def write(self, split: str, step: int, scalars: Mapping[str, float],
+            to_jsonl: bool = True):
     if not self.enabled:
       return
-    if split not in self._writers:
-      self._writers[split] = tf.summary.create_file_writer(
-          os.path.join(self.model_dir, split))
     clean = {k: float(v) for k, v in scalars.items()}
-    with self._writers[split].as_default(step=step):
+    with self._writer(split).as_default(step=step):
       for name, value in clean.items():
         tf.summary.scalar(name, value)
+    if not to_jsonl:
+      return
     record = {"step": int(step), "split": split}
     record.update(clean)
     with open(self._jsonl, "a") as f:
       f.write(dumps_strict(record) + "\n")
+
+  def _writer(self, split: str):
+    if split not in self._writers:
+      self._writers[split] = tf.summary.create_file_writer(
+          os.path.join(self.model_dir, split))
+    return self._writers[split]
+
+  def histograms(self, split: str, step: int,
+                 tensors: Mapping[str, tf.Tensor]):
+    """TensorBoard histograms (not in metrics.jsonl: they are not scalars)."""
+    if not self.enabled or not tensors:
+      return
+    with self._writer(split).as_default(step=step):
+      for name, values in tensors.items():
+        tf.summary.histogram(name, values)
+
+  def write_layout(self, split: str, step: int, layout):
+    """A custom-scalars layout (ranking/dashboard.py) into `split`'s logs."""
+    if not self.enabled:
+      return
+    from ranking import dashboard  # pylint: disable=g-import-not-at-top
+    with self._writer(split).as_default():
+      dashboard.write_layout(layout, step)
 
   def flush(self):
     for writer in self._writers.values():

@@ -37,6 +37,7 @@ from data.window import MovingWindow
 from optim import ScaledAdagrad, build_optimizer
 from ranking import coordinated_loop, integrity
 from ranking import roles
+from ranking.dashboard import Dashboard
 from ranking.distribution import make_strategy
 from ranking.evaluation import Evaluator, headline
 from ranking.model import build_model
@@ -186,6 +187,7 @@ class Trainer:
                        "written by one process. Train without it, or on one "
                        "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
+    self.dashboard = Dashboard()
     self.sharpness = SharpnessMonitor(self.model, self.dense_optimizer,
                                       self.window)
     counts = self.window.check_eval_day([t.name for t in self.model.tasks],
@@ -319,6 +321,12 @@ class Trainer:
     integrity.write_text_atomically(
         os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
         gin.operative_config_str())
+    # TensorBoard's custom-scalars tab, laid out like the paper's figures.
+    self.writer.write_layout("train", int(self.global_step.numpy()),
+                             self.dashboard.layout(
+                                 [v.replace(":0", "") for v in
+                                  self.dense_optimizer.diagnosed_variables()],
+                                 self.model.tasks))
     integrity.write_json_atomically(
         os.path.join(self.model_dir, integrity.DATA_FINGERPRINT),
         integrity.data_fingerprint(self.window))
@@ -563,14 +571,23 @@ class Trainer:
     for i, task in enumerate(self.model.tasks):
       scalars[f"{task.name}/micro_divergences"] = int(micro[i])
       scalars[f"{task.name}/blowups"] = int(blowups[i])
-    diagnostics = self.dense_optimizer.diagnostics()
-    min_sigma = min((float(d["sigma"]) for d in diagnostics.values()),
-                    default=1.0)
+    diagnostics = {var.replace(":0", ""): {k: float(v) for k, v in d.items()}
+                   for var, d in self.dense_optimizer.diagnostics().items()}
+    min_sigma = min((d["sigma"] for d in diagnostics.values()), default=1.0)
     scalars["clipping/min_sigma"] = min_sigma
     for var, values in diagnostics.items():
       for key, value in values.items():
-        scalars[f"diagnostics/{var.replace(':0', '')}/{key}"] = float(value)
+        scalars[f"diagnostics/{var}/{key}"] = value
     self.writer.write("train", step, scalars)
+    if self.writer.enabled:
+      # Figure 4b's what-if factors and the histograms: TensorBoard only
+      # (the factors follow from the diagnostics in metrics.jsonl).
+      self.writer.write("train", step, self.dashboard.factors(
+          diagnostics, scalars["learning_rate"]), to_jsonl=False)
+      self.writer.histograms("train", step, self.dashboard.histograms(
+          {var.replace(":0", ""): v for var, v in
+           self.dense_optimizer.diagnosed_variables().items()},
+          [d["sigma"] for d in diagnostics.values()]))
     day = self.window.day_of_step(min(step, self.window.total_steps) - 1)
     per_task = " ".join(f"{t.name} {scalars[f'{t.name}/loss']:.4f}"
                         for t in self.model.tasks)
