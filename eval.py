@@ -54,12 +54,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet.quiet_python_logging(FLAGS["verbosity"])
-  if not os.path.isdir(FLAGS.model_dir):
-    raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
-        "is not a directory." if os.path.exists(FLAGS.model_dir)
-        else "does not exist."))
-  gin_files = FLAGS.gin_file or [launch.run_config(FLAGS.model_dir,
-                                                   FLAGS.allow_gin_imports)]
+  gin_files = launch.run_gin_files(FLAGS.model_dir, FLAGS.gin_file,
+                                   FLAGS.allow_gin_imports)
   trainer = launch.build_trainer(gin_files, FLAGS.gin_param, FLAGS.model_dir)
   checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
   # The weights and the step only: the optimizers' slots (as large as the
@@ -85,9 +81,7 @@ def main(argv):
     try:
       restore(path)
     except Exception as e:  # pylint: disable=broad-except
-      message = (f"checkpoint {path} cannot be restored "
-                 f"({', '.join(integrity.checkpoint_files(path)) or 'no files'}"
-                 f"): {integrity.describe_error(e)}")
+      message = integrity.unrestorable(path, e)
       if not FLAGS.watch:
         raise ValueError(message) from e
       log(f"skipping {message}")

@@ -54,12 +54,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet.quiet_python_logging(FLAGS["verbosity"])
-  if not os.path.isdir(FLAGS.model_dir):
-    raise FileNotFoundError(f"--model_dir {FLAGS.model_dir} " + (
-        "is not a directory." if os.path.exists(FLAGS.model_dir)
-        else "does not exist."))
-  gin_files = FLAGS.gin_file or [launch.run_config(FLAGS.model_dir,
-                                                   FLAGS.allow_gin_imports)]
+  gin_files = launch.run_gin_files(FLAGS.model_dir, FLAGS.gin_file,
+                                   FLAGS.allow_gin_imports)
   launch.parse_gin(gin_files, FLAGS.gin_param)
   # The run's data source gives the schema the model was built for.
   source = launch.build_source()
@@ -70,9 +66,7 @@ def main(argv):
     try:
       export.read_weights(path, model)
     except Exception as e:  # pylint: disable=broad-except
-      files = ", ".join(integrity.checkpoint_files(path)) or "no files"
-      raise ValueError(f"checkpoint {path} cannot be restored ({files}): "
-                       f"{integrity.describe_error(e)}") from e
+      raise ValueError(integrity.unrestorable(path, e)) from e
   else:
     path = integrity.restore_newest_intact(
         lambda p: export.read_weights(p, model), checkpoints_dir,

@@ -410,6 +410,13 @@ def clean_temporaries(model_dir: str, log: Callable[[str], None] = print):
           os.remove(path)
 
 
+def unrestorable(path: str, error: BaseException) -> str:
+  """Why checkpoint `path` cannot be restored, naming its files."""
+  files = ", ".join(checkpoint_files(path)) or "no files"
+  return (f"checkpoint {path} cannot be restored ({files}): "
+          f"{describe_error(error)}")
+
+
 def restore_newest_intact(restore: Callable[[str], None], directory: str,
                           log: Callable[[str], None] = print,
                           repair: bool = True) -> Optional[str]:

@@ -127,3 +127,17 @@ def run_config(model_dir: str, allow_imports: bool) -> str:
                        ". Check them and pass --allow_gin_imports, or give "
                        "--gin_file.")
   return path
+
+
+def run_gin_files(model_dir: str, gin_files, allow_imports: bool):
+  """What eval.py and export.py build a run's model from: the --gin_file(s)
+  given, or the run's own operative_config.gin (see run_config).
+
+  Raises:
+    FileNotFoundError: model_dir is missing (or not a directory).
+  """
+  if not os.path.isdir(model_dir):
+    raise FileNotFoundError(f"--model_dir {model_dir} " + (
+        "is not a directory." if os.path.exists(model_dir)
+        else "does not exist."))
+  return list(gin_files) or [run_config(model_dir, allow_imports)]

@@ -1,6 +1,7 @@
-"""AdaGC, ZClip, StableAdamW's update clipping and SPAM's spike clipping
-against the numpy reference (tests/optim/numpy_reference.py), and their
-state through a checkpoint."""
+"""StableAdamW's update clipping and SPAM's spike clipping against the numpy
+reference (tests/optim/numpy_reference.py), by hand, and the state of AdaGC
+and ZClip through a checkpoint. AdaGC and ZClip on Adagrad (dense, sparse,
+every accumulator mode) are in test_scaled_updates.py's CASES."""
 
 import numpy as np
 import pytest
@@ -8,79 +9,16 @@ import tensorflow as tf
 
 from optim import ScaledAdagrad, ScaledAdam, build_optimizer, rules
 from tests.optim import numpy_reference as ref
+from tests.optim.test_scaled_updates import CASES, _gradient
 
 STEPS = 80
-# Short warm-ups so both phases of AdaGC and ZClip run within STEPS.
-ADAGRAD_CASES = [
-    ("adagc", {"lambda_rel": 1.05, "lambda_abs": 4.0, "beta": 0.9,
-               "warmup_steps": 10}),
-    ("zclip", {"z_thresh": 2.0, "alpha": 0.9, "warmup_steps": 8}),
-]
-
-
-def _gradient(rng, shape):
-  """Mostly N(0, 1), with occasional 30x spikes so clipping both acts and
-  rests."""
-  g = rng.normal(size=shape)
-  if rng.random() < 0.2:
-    g *= 30.0
-  return g
+# The AdaGC and ZClip settings of test_scaled_updates (short warm-ups).
+STATEFUL = {m: p for m, p in CASES if m in ("adagc", "zclip")}
 
 
 def _acts_and_rests(sigmas):
   sigmas = np.asarray(sigmas)
   assert (sigmas < 1).any() and (sigmas == 1).any(), sigmas
-
-
-@pytest.mark.parametrize("mode", ["standard", "clipped"])
-@pytest.mark.parametrize("method,params", ADAGRAD_CASES,
-                         ids=[c[0] for c in ADAGRAD_CASES])
-def test_dense_adagrad_matches_numpy(method, params, mode):
-  rng = np.random.default_rng(10)
-  init = {"kernel": rng.normal(size=(6, 5)) * 0.3, "bias": np.zeros(5)}
-  tf_vars = {k: tf.Variable(v, dtype=tf.float64, name=k)
-             for k, v in init.items()}
-  # One reference per variable: each keeps its own state, as the slots do.
-  refs = {k: ref.AdagradReference(v, method, params, mode=mode)
-          for k, v in init.items()}
-  opt = ScaledAdagrad(learning_rate=0.3, clipping=method,
-                      clipping_params=params, accumulator_update=mode)
-  sigmas = []
-  for _ in range(STEPS):
-    grads = {k: _gradient(rng, v.shape) for k, v in init.items()}
-    opt.apply_gradients([(tf.constant(grads[k]), tf_vars[k]) for k in init])
-    diag = opt.diagnostics()
-    for k in init:
-      sigma = refs[k].step(grads[k], float(np.float32(0.3)))
-      sigmas.append(sigma)
-      np.testing.assert_allclose(diag[tf_vars[k].name]["sigma"].numpy(), sigma, rtol=1e-6)
-      np.testing.assert_allclose(tf_vars[k].numpy(), refs[k].w, rtol=1e-6,
-                                 atol=1e-9)
-  _acts_and_rests(sigmas)
-
-
-@pytest.mark.parametrize("method,params", ADAGRAD_CASES,
-                         ids=[c[0] for c in ADAGRAD_CASES])
-def test_sparse_adagrad_matches_numpy(method, params):
-  rng = np.random.default_rng(11)
-  rows, dim = 12, 4
-  init = rng.normal(size=(rows, dim)) * 0.3
-  var = tf.Variable(init, dtype=tf.float64)
-  reference = ref.AdagradReference(init, method, params)
-  opt = ScaledAdagrad(learning_rate=0.3, clipping=method,
-                      clipping_params=params)
-  sigmas = []
-  for _ in range(STEPS):
-    indices = rng.integers(0, rows, size=7)
-    values = 0.2 * _gradient(rng, (7, dim))
-    opt.apply_gradients([(tf.IndexedSlices(
-        tf.constant(values), tf.constant(indices),
-        tf.constant([rows, dim], tf.int64)), var)])
-    unique = list(dict.fromkeys(indices.tolist()))
-    summed = ref.dense_from_slices(values, indices, rows)[unique]
-    sigmas.append(reference.step(summed, float(np.float32(0.3)), rows=unique))
-    np.testing.assert_allclose(var.numpy(), reference.w, rtol=1e-6, atol=1e-9)
-  _acts_and_rests(sigmas)
 
 
 ADAM_CASES = [
@@ -145,7 +83,7 @@ def test_rule_state_is_checkpointed_and_resumes(method, tmp_path):
   # 30 steps, checkpoint, 30 more in a fresh optimizer restored from it:
   # the same weights as 60 uninterrupted steps only if the rule's state
   # (its EMA of norms, its step count) came back with the checkpoint.
-  params = dict(ADAGRAD_CASES)[method]
+  params = STATEFUL[method]
   rng = np.random.default_rng(13)
   init = rng.normal(size=(6, 4)) * 0.3
   grads = [_gradient(rng, init.shape) for _ in range(60)]
