@@ -58,8 +58,7 @@ def main(argv):
                                    FLAGS.allow_gin_imports)
   launch.parse_gin(gin_files, FLAGS.gin_param)
   # The run's data source gives the schema the model was built for.
-  source = launch.build_source()
-  model = export.fresh_model(source.schema)
+  model = export.fresh_model(launch.build_source())
   checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
   path = checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint)
   if path:

@@ -8,9 +8,10 @@ Writes into --model_dir: checkpoints/, train/ and eval/ TensorBoard logs
 (with a custom-scalars layout), metrics.jsonl, operative_config.gin and,
 once the run has ended, summary.json. With --export_dir the last
 checkpoint is then exported there as a SavedModel (as export.py does; a
-diverged run is not exported and the status is 1). Rerunning with the same --model_dir resumes from the newest
-intact checkpoint, if the settings that change the training are the ones
-the run started with (bind Trainer.allow_config_change=True to override).
+diverged run is not exported and the status is 1). Rerunning with the
+same --model_dir resumes from the newest intact checkpoint, if the
+settings that change the training are the ones the run started with (bind
+Trainer.allow_config_change=True to override).
 One run per model_dir at a time (model_dir/.train.lock). SIGTERM saves a
 checkpoint at the current step and exits with status 0 and no summary.json;
 rerun the same command to resume.

@@ -108,6 +108,7 @@ def build_optimizer(method: str = gin.REQUIRED,
       needs but was not given, one given that the method does not use, or a
       value out of range.
   """
+  arguments = dict(locals())
   if method not in METHODS:
     raise ValueError(f"Unknown optimizer method {method!r}; expected one of "
                      f"{sorted(METHODS)}.")
@@ -127,12 +128,7 @@ def build_optimizer(method: str = gin.REQUIRED,
       "clippy": {"lambda_rel": lambda_rel, "lambda_abs": lambda_abs},
       "adagc": {}, "zclip": {}, "stable": {},
   }[rule]
-  given = dict(adagc_lambda_rel=adagc_lambda_rel,
-               adagc_lambda_abs=adagc_lambda_abs, adagc_beta=adagc_beta,
-               adagc_warmup_steps=adagc_warmup_steps,
-               zclip_z_thresh=zclip_z_thresh, zclip_alpha=zclip_alpha,
-               zclip_warmup_steps=zclip_warmup_steps,
-               stable_clip_threshold=stable_clip_threshold)
+  given = {arg: arguments[arg] for arg in _NEWER}
   params.update({name_in_rule: given[arg]
                  for arg, (owner, name_in_rule) in _NEWER.items()
                  if owner == method and given[arg] is not None})

@@ -137,30 +137,25 @@ def read_weights(path: str, model, **extra):
     raise ValueError("it holds non-finite weights")
 
 
-def fresh_model(source_schema):
-  """The gin-configured model of `source_schema`, built outside any
-  distribution strategy (a SavedModel holds plain variables)."""
-  model = build_model(source_schema)
-  dummy = {}
-  for f in source_schema.categorical:
-    dummy[f.name] = tf.zeros([1, f.max_len] if f.multivalent else [1],
-                             tf.int64)
-  for f in source_schema.dense:
-    dummy[f.name] = tf.zeros([1, f.dim], tf.float32)
-  model(dummy)
+def fresh_model(source):
+  """The gin-configured model of `source`'s schema, built as the trainer
+  builds it but outside any distribution strategy (a SavedModel holds plain
+  variables)."""
+  model = build_model(source.schema)
+  model(source.rows(tf.range(2)))
   return model
 
 
-def export_checkpoint(source_schema, checkpoint: str, export_dir: str) -> str:
+def export_checkpoint(source, checkpoint: str, export_dir: str) -> str:
   """Exports the weights of a training checkpoint as a SavedModel.
 
   Args:
-    source_schema: the schema of the run's source (the model drops the
-      features gin tells it to).
+    source: the run's data source (the model drops the features gin tells
+      it to).
     checkpoint: a checkpoint prefix (…/checkpoints/ckpt-N).
     export_dir: where the SavedModel goes.
   """
-  model = fresh_model(source_schema)
+  model = fresh_model(source)
   read_weights(checkpoint, model)
   return export_saved_model(model, export_dir)
 
@@ -179,6 +174,5 @@ def export_finished_run(trainer, summary, export_dir: str) -> str:
         f"with python export.py --model_dir={trainer.model_dir} "
         f"--checkpoint=STEP --export_dir={export_dir}")
   checkpoint = tf.train.latest_checkpoint(trainer.checkpoint_dir)
-  written = export_checkpoint(trainer.window.source.schema, checkpoint,
-                              export_dir)
+  written = export_checkpoint(trainer.window.source, checkpoint, export_dir)
   return f"exported {checkpoint} to {written}"

@@ -188,6 +188,10 @@ class Trainer:
                        "machine.")
     self.evaluator = Evaluator(self.model, self.strategy)
     self.dashboard = Dashboard()
+    # The dense layers as the diagnostics, the layout and the histograms
+    # name them (the optimizer's names, without ":0").
+    self._layers = {name.replace(":0", ""): var for name, var in
+                    self.dense_optimizer.diagnosed_variables().items()}
     self.sharpness = SharpnessMonitor(self.model, self.dense_optimizer,
                                       self.window)
     counts = self.window.check_eval_day([t.name for t in self.model.tasks],
@@ -323,10 +327,8 @@ class Trainer:
         gin.operative_config_str())
     # TensorBoard's custom-scalars tab, laid out like the paper's figures.
     self.writer.write_layout("train", int(self.global_step.numpy()),
-                             self.dashboard.layout(
-                                 [v.replace(":0", "") for v in
-                                  self.dense_optimizer.diagnosed_variables()],
-                                 self.model.tasks))
+                             self.dashboard.layout(list(self._layers),
+                                                   self.model.tasks))
     integrity.write_json_atomically(
         os.path.join(self.model_dir, integrity.DATA_FINGERPRINT),
         integrity.data_fingerprint(self.window))
@@ -571,8 +573,10 @@ class Trainer:
     for i, task in enumerate(self.model.tasks):
       scalars[f"{task.name}/micro_divergences"] = int(micro[i])
       scalars[f"{task.name}/blowups"] = int(blowups[i])
-    diagnostics = {var.replace(":0", ""): {k: float(v) for k, v in d.items()}
-                   for var, d in self.dense_optimizer.diagnostics().items()}
+    diagnostics = {layer: {k: float(v) for k, v in d.items()}
+                   for layer, d in zip(
+                       self._layers,
+                       self.dense_optimizer.diagnostics().values())}
     min_sigma = min((d["sigma"] for d in diagnostics.values()), default=1.0)
     scalars["clipping/min_sigma"] = min_sigma
     for var, values in diagnostics.items():
@@ -585,9 +589,7 @@ class Trainer:
       self.writer.write("train", step, self.dashboard.factors(
           diagnostics, scalars["learning_rate"]), to_jsonl=False)
       self.writer.histograms("train", step, self.dashboard.histograms(
-          {var.replace(":0", ""): v for var, v in
-           self.dense_optimizer.diagnosed_variables().items()},
-          [d["sigma"] for d in diagnostics.values()]))
+          self._layers, [d["sigma"] for d in diagnostics.values()]))
     day = self.window.day_of_step(min(step, self.window.total_steps) - 1)
     per_task = " ".join(f"{t.name} {scalars[f'{t.name}/loss']:.4f}"
                         for t in self.model.tasks)
