@@ -79,6 +79,7 @@ def main(argv):
     print(e, flush=True)
     return 0
   print(launch.final_table(summary, FLAGS.model_dir))
+  print(launch.time_line(trainer.seconds), flush=True)
   if FLAGS.export_dir and trainer.role.chief:
     try:
       print(export.export_finished_run(trainer, summary, FLAGS.export_dir),

@@ -49,7 +49,9 @@ class MovingWindow:
                faults: Optional[Callable] = None,
                first_train_date: Optional[str] = None,
                eval_date: Optional[str] = None,
-               min_eval_examples: int = 1000):
+               min_eval_examples: int = 1000,
+               eval_sample_rows: Optional[int] = None,
+               eval_cache_bytes: int = 1 << 30):
     """Plans the run; raises ValueError naming the day at fault.
 
     Args:
@@ -69,6 +71,13 @@ class MovingWindow:
       eval_date: the evaluation day by its date, in place of eval_day.
       min_eval_examples: check_eval_day warns when the evaluation day has
         fewer examples (its AUCs are noise); 0: never.
+      eval_sample_rows: evaluate a fixed sample of this many examples of
+        the evaluation day, evenly spaced in row order (the same ones at
+        every evaluation); None: every example.
+      eval_cache_bytes: the evaluation batches are built once and kept in
+        memory when they take at most this many bytes (0: never; they are
+        built again at every evaluation). A day too large for it: size a
+        sample with eval_sample_rows.
     """
     self.source = source
     self.faults = faults
@@ -77,7 +86,10 @@ class MovingWindow:
                        ("window_days", window_days), ("seed", seed),
                        ("eval_day", eval_day),
                        ("first_train_day", first_train_day),
-                       ("min_eval_examples", min_eval_examples)) + (
+                       ("min_eval_examples", min_eval_examples),
+                       ("eval_cache_bytes", eval_cache_bytes)) + (
+                           (("eval_sample_rows", eval_sample_rows),)
+                           if eval_sample_rows is not None else ()) + (
                            (("steps_per_day", steps_per_day),)
                            if steps_per_day is not None else ()):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -87,6 +99,15 @@ class MovingWindow:
       raise ValueError("MovingWindow.min_eval_examples must be >= 0 (0: no "
                        f"warning), got {min_eval_examples}.")
     self.min_eval_examples = int(min_eval_examples)
+    if eval_cache_bytes < 0:
+      raise ValueError("MovingWindow.eval_cache_bytes must be >= 0 (0: no "
+                       f"cache), got {eval_cache_bytes}.")
+    if eval_sample_rows is not None and eval_sample_rows < 1:
+      raise ValueError("MovingWindow.eval_sample_rows must be >= 1 (or None:"
+                       f" every example), got {eval_sample_rows}.")
+    self.eval_cache_bytes = int(eval_cache_bytes)
+    self.eval_sample_rows = (None if eval_sample_rows is None
+                             else int(eval_sample_rows))
     self.batch_size = int(batch_size)
     self.window_days = int(window_days)
     self.seed = int(seed)
@@ -226,17 +247,40 @@ class MovingWindow:
                  deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
-  def eval_dataset(self, batch_size: Optional[int] = None,
-                   drop_remainder: bool = False) -> tf.data.Dataset:
-    """Every example of the evaluation day, in row order, batched."""
+  def eval_rows(self) -> np.ndarray:
+    """Row ids of the examples evaluated, in row order: the evaluation
+    day's, or eval_sample_rows of them evenly spaced."""
     lo, hi = (int(x) for x in self.source.day_offsets[
         self.eval_day:self.eval_day + 2])
-    return (tf.data.Dataset.range(lo, hi)
-            .batch(batch_size or self.batch_size,
-                   drop_remainder=drop_remainder)
-            .map(self.source.rows, num_parallel_calls=tf.data.AUTOTUNE,
-                 deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    if self.eval_sample_rows is None or self.eval_sample_rows >= hi - lo:
+      return np.arange(lo, hi, dtype=np.int64)
+    return lo + (np.arange(self.eval_sample_rows, dtype=np.int64) *
+                 (hi - lo)) // self.eval_sample_rows
+
+  def eval_cached(self, dataset: tf.data.Dataset) -> bool:
+    """Whether eval_dataset() keeps `dataset`'s batches in memory: they
+    take at most eval_cache_bytes."""
+    per_row = sum(
+        int(np.prod(spec.shape[1:].as_list())) * spec.dtype.size
+        for spec in tf.nest.flatten(dataset.element_spec))
+    return 0 < per_row * len(self.eval_rows()) <= self.eval_cache_bytes
+
+  def eval_dataset(self, batch_size: Optional[int] = None,
+                   drop_remainder: bool = False) -> tf.data.Dataset:
+    """The evaluated examples (eval_rows()), in row order, batched; built
+    once and cached in memory when they fit in eval_cache_bytes."""
+    rows = self.eval_rows()
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+      ids = tf.data.Dataset.range(int(rows[0]), int(rows[-1]) + 1)
+    else:
+      ids = tf.data.Dataset.from_tensor_slices(rows)
+    dataset = (ids.batch(batch_size or self.batch_size,
+                         drop_remainder=drop_remainder)
+               .map(self.source.rows, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True))
+    if self.eval_cached(dataset):
+      dataset = dataset.cache()
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
   def check_eval_day(self, tasks: Optional[Sequence[str]] = None,
                      log: Callable[[str], None] = print,
@@ -244,7 +288,8 @@ class MovingWindow:
                      ) -> Dict[str, Tuple[int, int]]:
     """Checks that the evaluation day can give an AUC; logs one line.
 
-    Counts, in one pass over the evaluation day (no other day is read), the
+    Counts, in one pass over the evaluated examples (eval_rows(); no
+    other day is read; the pass fills eval_dataset()'s cache), the
     positives and negatives of each binary label among `tasks` (None: every
     label), from `dataset`: eval_dataset()'s batches (None: builds them;
     passing the ones already built saves tracing the source again). The
@@ -263,30 +308,33 @@ class MovingWindow:
               and (tasks is None or l.name in tasks)]
     lo, hi = (int(x) for x in self.source.day_offsets[
         self.eval_day:self.eval_day + 2])
+    examples = len(self.eval_rows())
+    sample = (f" (MovingWindow.eval_sample_rows of its {hi - lo:,})"
+              if examples < hi - lo else "")
     positives = dict.fromkeys(binary, 0)
     if binary and dataset is None:
       dataset = self.eval_dataset(1 << 16)
     for batch in dataset if binary else ():
       for k in binary:
         positives[k] += int(tf.math.count_nonzero(batch[k] > 0.5))
-    counts = {k: (p, hi - lo - p) for k, p in positives.items()}
+    counts = {k: (p, examples - p) for k, p in positives.items()}
     day = self.source.describe_day(self.eval_day)
     one_class = [f"{k} has {p} positive and {n} negative examples"
                  for k, (p, n) in counts.items() if not p or not n]
     if one_class:
       raise ValueError(
           f"{self.source.name}: on the evaluation {day} "
-          f"({hi - lo} examples), {'; '.join(one_class)}: an AUC needs "
-          "both classes and is undefined. Evaluate another day "
+          f"({examples} examples{sample}), {'; '.join(one_class)}: an AUC "
+          "needs both classes and is undefined. Evaluate another day "
           "(MovingWindow.eval_day or eval_date) or leave the task out "
           "(build_model.tasks).")
     shown = (f"; {binary[0]}: {counts[binary[0]][0]:,} positives, "
              f"{counts[binary[0]][1]:,} negatives" if binary else "")
-    if hi - lo < self.min_eval_examples:
-      log(f"WARNING: the evaluation {day} has {hi - lo:,} examples, fewer "
-          f"than MovingWindow.min_eval_examples = {self.min_eval_examples:,}"
+    if examples < self.min_eval_examples:
+      log(f"WARNING: the evaluation {day} has {examples:,} examples{sample}, "
+          f"fewer than MovingWindow.min_eval_examples = {self.min_eval_examples:,}"
           f"{shown}: its AUCs are noisy; evaluate a larger day "
           "(MovingWindow.eval_day or eval_date).")
     else:
-      log(f"evaluation {day}: {hi - lo:,} examples{shown}")
+      log(f"evaluation {day}: {examples:,} examples{sample}{shown}")
     return counts

@@ -51,8 +51,12 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     record_diagnostics: whether steps store DIAGNOSTICS per variable, read
       with `diagnostics()`.
     diagnostics_every: sigma is stored every step (it costs nothing); the
-      norms, which cost passes over every weight, every this many steps
-      (when iterations % diagnostics_every == 0) and kept in between.
+      norms, which cost passes over every weight, on every this many-th
+      step (the step that makes iterations a multiple of it: the trainer's
+      summary steps) and kept in between. `diagnostics_clock` (None: the
+      optimizer's iterations) is the step count that decides: the trainer
+      sets its global step, which a rollback's skipped batches move ahead
+      of the optimizer's iterations.
   """
 
   def __init__(self,
@@ -66,6 +70,10 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     if not (isinstance(diagnostics_every, int) and diagnostics_every >= 1):
       raise ValueError("diagnostics_every must be an integer >= 1, got "
                        f"{diagnostics_every!r}.")
+    # tf-keras's default weight_decay=0 still runs var -= var * 0 * lr over
+    # every variable each step (whole embedding tables included, and an inf
+    # weight becomes NaN): no decay pass unless one is asked for.
+    kwargs.setdefault("weight_decay", None)
     super().__init__(name=name, **kwargs)
     self._learning_rate = self._build_learning_rate(learning_rate)
     self.clipping = clipping
@@ -73,6 +81,7 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     self.clipping_params = dict(self._rule.hyperparameters)
     self.record_diagnostics = record_diagnostics
     self.diagnostics_every = diagnostics_every
+    self.diagnostics_clock = None
     self._scaled_variables = []
     self._diagnostics = []
 
@@ -130,11 +139,18 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
         stored.assign(diagnostics_vector(grad, var, direction, sigma))
       else:
         stored.assign(tf.cond(
-            self.iterations % self.diagnostics_every == 0,
+            self._diagnostics_due(),
             lambda: diagnostics_vector(grad, var, direction, sigma),
             lambda: tf.concat(
                 [tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)))
     return sigma
+
+  def _diagnostics_due(self):
+    """Whether this step refreshes the norms: the one that makes the clock
+    (steps before it) + 1 a multiple of diagnostics_every."""
+    clock = (self.iterations if self.diagnostics_clock is None
+             else self.diagnostics_clock)
+    return (tf.cast(clock, tf.int64) + 1) % self.diagnostics_every == 0
 
   def diagnostics(self) -> Dict[str, Dict[str, tf.Tensor]]:
     """The last step's diagnostics: {variable name: {DIAGNOSTICS[i]: value}}.

@@ -46,9 +46,10 @@ RESUME_MAY_DIFFER = (
     "Trainer.steps_per_loop", "Trainer.eval_batch_size",
     "Trainer.crash_at_step", "Trainer.crash_signal",
     "Trainer.crash_worker", "Trainer.log", "Trainer.strategy",
-    "Trainer.allow_config_change", "make_strategy.*",
+    "Trainer.allow_config_change", "Trainer.jit_compile", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
-    "MovingWindow.min_eval_examples",
+    "MovingWindow.min_eval_examples", "Trainer.min_eval_gap_steps",
+    "MovingWindow.eval_cache_bytes",
     # Measures the run (ranking/sharpness.py), writes nothing it trains on.
     "SharpnessMonitor.*",
     # What TensorBoard shows (ranking/dashboard.py).

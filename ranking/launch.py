@@ -141,3 +141,15 @@ def run_gin_files(model_dir: str, gin_files, allow_imports: bool):
         "is not a directory." if os.path.exists(model_dir)
         else "does not exist."))
   return list(gin_files) or [run_config(model_dir, allow_imports)]
+
+
+# The trainer's phases (Trainer.seconds), in the order a job runs them.
+PHASES = (("setup", "setup"), ("first_loop", "first loop (tracing)"),
+          ("train", "training"), ("eval", "evaluation"),
+          ("checkpoint", "checkpoints"), ("summaries", "summaries"))
+
+
+def time_line(seconds) -> str:
+  """One line: the wall seconds of each phase of the job."""
+  return "Time: " + ", ".join(f"{label} {seconds.get(key, 0.0):.1f} s"
+                              for key, label in PHASES)

@@ -50,8 +50,10 @@ class MultitaskRanker(tfrs.Model):
       # TensorBoard tags) say which task they belong to.
       layers = ([MLP(tower_widths, kernel_initializer,
                      name=f"tower_{task.name}")] if tower_widths else [])
+      # float32 under a mixed policy too: the losses, metrics and the
+      # stability monitor read it (Keras's mixed-precision guide).
       layers.append(tf.keras.layers.Dense(
-          1, kernel_initializer=kernel_initializer,
+          1, kernel_initializer=kernel_initializer, dtype="float32",
           name=f"logit_{task.name}"))
       self.heads[task.name] = tf.keras.Sequential(layers,
                                                   name=f"head_{task.name}")

@@ -19,6 +19,7 @@ optional sharpness monitor (top Hessian eigenvalues beside 2/eta,
 ranking/sharpness.py), which only reads the state.
 """
 
+import collections
 import contextlib
 import json
 import math
@@ -48,6 +49,18 @@ from ranking.stability import (StabilityMonitor, state_is_finite,
 from ranking.summaries import ScalarWriter
 
 
+@contextlib.contextmanager
+def _dtype_policy(name):
+  """Keras's global dtype policy is `name` while the model is built (its
+  layers keep the policy they were built with)."""
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
 class Preempted(Exception):
   """Training stopped on SIGTERM after checkpointing the current step."""
 
@@ -68,6 +81,7 @@ class Trainer:
                steps_per_loop: int = 10,
                eval_every_steps: int = 500,
                eval_every_days: int = 1,
+               min_eval_gap_steps: Optional[int] = None,
                checkpoint_every_steps: int = 500,
                summary_every_steps: int = 50,
                max_steps: Optional[int] = None,
@@ -78,6 +92,8 @@ class Trainer:
                crash_worker: Optional[int] = None,
                strategy: Optional[tf.distribute.Strategy] = None,
                seed: int = 0,
+               jit_compile: bool = False,
+               precision: str = "float32",
                allow_config_change: bool = False,
                log: Callable[[str], None] = print):
     """Builds data, model, optimizers and checkpointing.
@@ -92,6 +108,10 @@ class Trainer:
       eval_every_days: also evaluate at the end of every this many training
         days (1: every day; 0: never: only every eval_every_steps steps and
         at the end of the run, for logs of many small days).
+      min_eval_gap_steps: skip a scheduled evaluation that comes fewer than
+        this many steps after the previous one (a day end just past an
+        eval_every_steps evaluation); None: eval_every_steps // 4; 0: never
+        skip. The run's final evaluation always runs.
       checkpoint_every_steps: checkpoint this often (and at the end).
       summary_every_steps: train scalars, diagnostics and console progress.
       max_steps: stop after this many steps (None: the whole schedule).
@@ -106,11 +126,24 @@ class Trainer:
         multi-worker strategy must exist before the source runs any op:
         launch.build_trainer makes it first and passes it here.
       seed: of the model's initial weights (the data has its own seeds).
+      precision: the Keras dtype policy of the model: "float32", or
+        "mixed_bfloat16" (TPUs: bfloat16 matmuls and activations; weights,
+        optimizer state, clipping rules, losses and the monitor stay in
+        float32).
+      jit_compile: compile the training step with XLA (bench/job.py: a
+        faster step on CPU, after a compile of seconds that short runs do
+        not win back; TPUStrategy compiles with XLA anyway). Not with a
+        parameter-server strategy.
       allow_config_change: resume a model_dir whose recorded operative
         config differs in a binding that changes the training (the
         differences are logged); by default that is refused.
       log: where progress lines go.
     """
+    # Wall seconds per phase of the job (bench/job.py reads them): setup,
+    # first_loop (tracing and compiling, with its steps), train, eval,
+    # checkpoint, summaries.
+    self.seconds = collections.Counter()
+    setup_start = time.perf_counter()
     for name, value in (("steps_per_loop", steps_per_loop),
                         ("eval_every_steps", eval_every_steps),
                         ("checkpoint_every_steps", checkpoint_every_steps),
@@ -118,6 +151,11 @@ class Trainer:
                         ("eval_batch_size", eval_batch_size)):
       if value < 1:
         raise ValueError(f"Trainer.{name} must be >= 1, got {value}.")
+    if min_eval_gap_steps is None:
+      min_eval_gap_steps = eval_every_steps // 4
+    if min_eval_gap_steps < 0:
+      raise ValueError("Trainer.min_eval_gap_steps must be >= 0 (0: every "
+                       f"scheduled evaluation runs), got {min_eval_gap_steps}.")
     if eval_every_days < 0:
       raise ValueError("Trainer.eval_every_days must be >= 0 (0: no day-end "
                        f"evaluations), got {eval_every_days}.")
@@ -134,6 +172,7 @@ class Trainer:
     self.steps_per_loop = steps_per_loop
     self.eval_every = eval_every_steps
     self.eval_every_days = eval_every_days
+    self.min_eval_gap = min_eval_gap_steps
     self.checkpoint_every = checkpoint_every_steps
     self.summary_every = summary_every_steps
     self.stop_on_divergence = stop_on_divergence
@@ -146,6 +185,11 @@ class Trainer:
     self.log = log
     self.strategy = strategy or make_strategy()
     self.role = roles.role_of(self.strategy)
+    if jit_compile and coordinated_loop.is_parameter_server(self.strategy):
+      raise ValueError("Trainer.jit_compile is not supported with a "
+                       "parameter-server strategy (its steps run as closures "
+                       "on the workers); set it False.")
+    self.jit_compile = bool(jit_compile)
     self.window = MovingWindow(source)
     self.total_steps = min(self.window.total_steps,
                            max_steps or self.window.total_steps)
@@ -156,10 +200,15 @@ class Trainer:
     # Host-side bookkeeping, read and written between loops only: outside
     # the strategy (a string variable cannot be broadcast to workers).
     self.recovery = Recovery()
-    with self.strategy.scope():
+    if precision not in ("float32", "mixed_bfloat16"):
+      raise ValueError("Trainer.precision must be 'float32' or "
+                       f"'mixed_bfloat16', got {precision!r}.")
+    self.precision = precision
+    with self.strategy.scope(), _dtype_policy(precision):
       self.model = build_model(source.schema)
       self.model(source.rows(tf.range(2)))
-      self.dense_optimizer = build_optimizer()
+      self.dense_optimizer = build_optimizer(
+          **self._diagnostics_cadence(summary_every_steps))
       self.embedding_optimizer = ScaledAdagrad(
           embedding_learning_rate, clipping="naive", record_diagnostics=False,
           name="embedding_adagrad")
@@ -169,6 +218,9 @@ class Trainer:
       self.global_step = tf.Variable(
           0, dtype=tf.int64, trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # Its norms are refreshed on the run's summary steps (a rollback's
+      # skipped batches move the step ahead of the optimizer's iterations).
+      self.dense_optimizer.diagnostics_clock = self.global_step
       self._loss_sums = {name: tf.Variable(
           0.0, trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -209,27 +261,56 @@ class Trainer:
     self.recovery.attach(self.state, self.global_step, self.checkpoint_dir,
                          self.checkpoint_every, log, writes=self.role.chief)
     self._train_loop = self._make_train_loop()
+    self.seconds["setup"] += time.perf_counter() - setup_start
+
+  @contextlib.contextmanager
+  def _clock(self, phase):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[phase] += time.perf_counter() - start
 
   # -- the compiled loop ------------------------------------------------
 
+  def _gradients(self, batch):
+    """One replica's loss, per-task losses, gradients (zero when any is
+    non-finite) and whether they were finite."""
+    model = self.model
+    with tf.GradientTape() as tape:
+      total, per_task = model.training_loss(batch, self.window.batch_size)
+    grads = tape.gradient(total, model.embedding_variables +
+                          model.dense_variables)
+    finite = step_is_finite(total, grads)
+    return total, per_task, zero_if_nonfinite(finite, grads), finite
+
+  def replica_step(self, batch):
+    """One replica's training step: gradients, then both optimizers'
+    updates. Returns (loss, per-task losses, 1.0 if the step was skipped
+    for non-finite values). With jit_compile, XLA compiles all of it on a
+    single replica; with several, the gradients only (the updates'
+    cross-replica sums run outside)."""
+    gradients = self._gradients
+    if self.jit_compile and self.strategy.num_replicas_in_sync > 1:
+      gradients = self._compiled_gradients
+    total, per_task, grads, finite = gradients(batch)
+    n_emb = len(self.model.embedding_variables)
+    self.embedding_optimizer.apply_gradients(
+        zip(grads[:n_emb], self.model.embedding_variables))
+    self.dense_optimizer.apply_gradients(
+        zip(grads[n_emb:], self.model.dense_variables))
+    return total, per_task, tf.cast(~finite, tf.float32)
+
   def _make_train_loop(self):
     model, strategy = self.model, self.strategy
-    batch_size = self.window.batch_size
     tasks = model.tasks
-    n_emb = len(model.embedding_variables)
-
-    def replica_step(batch):
-      with tf.GradientTape() as tape:
-        total, per_task = model.training_loss(batch, batch_size)
-      variables = model.embedding_variables + model.dense_variables
-      grads = tape.gradient(total, variables)
-      finite = step_is_finite(total, grads)
-      grads = zero_if_nonfinite(finite, grads)
-      self.embedding_optimizer.apply_gradients(
-          zip(grads[:n_emb], variables[:n_emb]))
-      self.dense_optimizer.apply_gradients(
-          zip(grads[n_emb:], variables[n_emb:]))
-      return total, per_task, tf.cast(~finite, tf.float32)
+    replica_step = self.replica_step
+    if self.jit_compile:
+      if strategy.num_replicas_in_sync == 1:
+        replica_step = tf.function(replica_step, jit_compile=True)
+      else:
+        self._compiled_gradients = tf.function(self._gradients,
+                                               jit_compile=True)
 
     def train_step(batch):
       total, per_task, bad = strategy.run(replica_step, args=(batch,))
@@ -385,7 +466,10 @@ class Trainer:
       loop_start = time.perf_counter()
       state_finite = bool(self._train_loop(iterator,
                                            tf.constant(n, tf.int64)))
-      train_seconds += time.perf_counter() - loop_start
+      elapsed = time.perf_counter() - loop_start
+      train_seconds += elapsed
+      self.seconds["train" if "first_loop" in self.seconds
+                   else "first_loop"] += elapsed
       step += n
       interval_steps += n
       if self._crash_due(step - n, step):
@@ -409,8 +493,9 @@ class Trainer:
                              step == self.total_steps):
         self._write_train(step, interval_steps, train_seconds)
         train_seconds, interval_steps = 0.0, 0
-      if rolled is None and (step % self.eval_every == 0 or step in day_ends
-                             or step == self.total_steps):
+      if rolled is None and (step == self.total_steps or (
+          (step % self.eval_every == 0 or step in day_ends) and (
+              last_eval is None or step - last_eval >= self.min_eval_gap))):
         results = self._evaluate(step)
         last_eval = step
         rolled = self._roll_back_if_needed(True, step, 0, 0.0)
@@ -433,6 +518,16 @@ class Trainer:
       self._save(step)
     self.writer.flush()
     return self._write_summary(step, results)
+
+  @staticmethod
+  def _diagnostics_cadence(summary_every):
+    """The optimizer's norms are computed on the summary steps only (they
+    cost passes over every weight), unless gin sets their cadence."""
+    try:
+      gin.query_parameter("build_optimizer.diagnostics_every")
+      return {}
+    except ValueError:
+      return {"diagnostics_every": summary_every}
 
   def _measure_sharpness(self, before, step):
     if self.role.chief and self.sharpness.due(before, step):
@@ -552,6 +647,10 @@ class Trainer:
     return max(n, 1)
 
   def _write_train(self, step, steps, elapsed):
+    with self._clock("summaries"):
+      self._write_train_now(step, steps, elapsed)
+
+  def _write_train_now(self, step, steps, elapsed):
     sums = {k: float(v.numpy()) for k, v in self._loss_sums.items()}
     for v in self._loss_sums.values():
       v.assign(0.0)
@@ -577,6 +676,13 @@ class Trainer:
                    for layer, d in zip(
                        self._layers,
                        self.dense_optimizer.diagnostics().values())}
+    # The norms are the last step's on the optimizer's cadence only (the
+    # summary steps); at another summary (the run's end, a spike, a
+    # preemption) they are an earlier step's, and only sigma is written.
+    fresh = not step % self.dense_optimizer.diagnostics_every
+    if not fresh:
+      diagnostics = {layer: {"sigma": d["sigma"]}
+                     for layer, d in diagnostics.items()}
     min_sigma = min((d["sigma"] for d in diagnostics.values()), default=1.0)
     scalars["clipping/min_sigma"] = min_sigma
     for var, values in diagnostics.items():
@@ -586,8 +692,9 @@ class Trainer:
     if self.writer.enabled:
       # Figure 4b's what-if factors and the histograms: TensorBoard only
       # (the factors follow from the diagnostics in metrics.jsonl).
-      self.writer.write("train", step, self.dashboard.factors(
-          diagnostics, scalars["learning_rate"]), to_jsonl=False)
+      if fresh:
+        self.writer.write("train", step, self.dashboard.factors(
+            diagnostics, scalars["learning_rate"]), to_jsonl=False)
       self.writer.histograms("train", step, self.dashboard.histograms(
           self._layers, [d["sigma"] for d in diagnostics.values()]))
     day = self.window.day_of_step(min(step, self.window.total_steps) - 1)
@@ -598,7 +705,8 @@ class Trainer:
              f"({per_task}) | min sigma {min_sigma:.3g}")
 
   def _evaluate(self, step):
-    results = self.evaluator.evaluate(self.eval_dataset)
+    with self._clock("eval"):
+      results = self.evaluator.evaluate(self.eval_dataset)
     self.monitor.observe_eval(results, step, final=step >= self.total_steps)
     self.writer.write("eval", step, results)
     self.log(f"eval day {self.window.eval_day} at step {step}: "
@@ -606,6 +714,10 @@ class Trainer:
     return results
 
   def _save(self, step) -> Optional[str]:
+    with self._clock("checkpoint"):
+      return self._save_now(step)
+
+  def _save_now(self, step) -> Optional[str]:
     if not bool(self._state_finite()):
       self.log(f"not checkpointing step {step}: non-finite weights or "
                "optimizer state")

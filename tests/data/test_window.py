@@ -127,3 +127,57 @@ def test_in_memory_source_rejects_nan_and_missing_columns():
     InMemorySource(schema, {"x": x}, [0, 0, 1], name="logs.csv")
   with pytest.raises(ValueError, match="sorted by day"):
     InMemorySource(schema, {"x": x, "y": np.zeros(3)}, [1, 0, 1])
+
+
+def _parity_source(day_sizes):
+  """_toy_source with y = row id % 2."""
+  source = _toy_source(day_sizes)
+  days = np.repeat(np.arange(len(day_sizes)), day_sizes)
+  return InMemorySource(source.schema, {
+      "row": np.arange(len(days), dtype=np.float32)[:, None],
+      "y": (np.arange(len(days)) % 2).astype(np.float32)}, days,
+                        name="toy", num_days=len(day_sizes))
+
+
+def test_a_fixed_sample_of_the_evaluation_day():
+  source = _parity_source([10, 20, 30, 40, 50])  # day 4: rows 100..149
+  window = MovingWindow(source, batch_size=8, eval_sample_rows=8)
+  # 100 + floor(i * 50 / 8), i = 0..7: evenly spaced, the same every time.
+  want = [100, 106, 112, 118, 125, 131, 137, 143]
+  np.testing.assert_array_equal(window.eval_rows(), want)
+  for _ in range(2):
+    np.testing.assert_array_equal(
+        np.concatenate([_rows(b) for b in window.eval_dataset(3)]), want)
+  lines = []
+  # Odd rows among them: 125, 131, 137, 143.
+  assert window.check_eval_day(log=lines.append) == {"y": (4, 4)}
+  assert lines == ["WARNING: the evaluation day 4 has 8 examples "
+                   "(MovingWindow.eval_sample_rows of its 50), fewer than "
+                   "MovingWindow.min_eval_examples = 1,000; y: 4 positives, "
+                   "4 negatives: its AUCs are noisy; evaluate a larger day "
+                   "(MovingWindow.eval_day or eval_date)."]
+  # A sample as large as the day is the day.
+  whole = MovingWindow(source, batch_size=8, eval_sample_rows=50)
+  np.testing.assert_array_equal(whole.eval_rows(), np.arange(100, 150))
+
+
+def test_the_evaluation_batches_are_cached_when_they_fit():
+  source = _parity_source([10, 20, 30, 40, 50])
+  # A row is row (float32), y (float32) and day (int64): 16 bytes; the
+  # evaluation day's 50 rows, 800.
+  for budget, cached in ((800, True), (799, False), (0, False)):
+    window = MovingWindow(source, batch_size=8, eval_cache_bytes=budget)
+    dataset = window.eval_dataset(7)
+    assert window.eval_cached(dataset) == cached, budget
+    for _ in range(2):  # cached or not, the same batches
+      np.testing.assert_array_equal(
+          np.concatenate([_rows(b) for b in dataset]), np.arange(100, 150))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"eval_sample_rows": 0}, "eval_sample_rows must be >= 1"),
+    ({"eval_cache_bytes": -1}, "eval_cache_bytes must be >= 0"),
+])
+def test_bad_evaluation_settings_raise(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    MovingWindow(_toy_source([10, 10]), batch_size=4, **kwargs)

@@ -181,3 +181,26 @@ def test_preconditioner_is_the_denominator_of_the_step(mode):
   np.testing.assert_allclose(w.numpy() - start, -_f32(0.1) * d * g,
                              rtol=1e-12)
   assert not np.allclose(before, opt.preconditioner(w).numpy())
+
+
+@pytest.mark.parametrize("make", [ScaledAdagrad, ScaledAdam])
+def test_no_weight_decay_pass_unless_asked(make):
+  # tf-keras's default weight_decay=0 would run var -= var * 0 * lr over the
+  # whole table every step: an untouched row holding inf would become NaN.
+  table = tf.Variable([[1.0, 2.0], [np.inf, -3.0], [4.0, 5.0]])
+  optimizer = make(0.1)
+  assert optimizer.weight_decay is None
+  optimizer.apply_gradients([(tf.IndexedSlices(
+      tf.constant([[1.0, 1.0]]), tf.constant([0]), tf.constant([3, 2])),
+                              table)])
+  got = table.numpy()
+  np.testing.assert_array_equal(got[1:], [[np.inf, -3.0], [4.0, 5.0]])
+  assert np.all(got[0] < [1.0, 2.0])
+  # Asked for, the decay is the base class's: w <- w - lr * wd * w first.
+  var = tf.Variable([2.0, -4.0])
+  decayed = make(0.1, clipping="naive", weight_decay=0.5)
+  twin = tf.Variable([2.0, -4.0])
+  make(0.1).apply_gradients([(tf.zeros(2), twin)])
+  decayed.apply_gradients([(tf.zeros(2), var)])
+  np.testing.assert_allclose(var.numpy(), twin.numpy() * (1 - 0.1 * 0.5),
+                             rtol=1e-6)

@@ -54,3 +54,25 @@ def test_eval_every_days_must_be_a_count(tmp_path):
   with pytest.raises(ValueError, match="Trainer.eval_every_days must be >= "
                      "0 \\(0: no day-end evaluations\\), got -1"):
     train(str(tmp_path / "run"), ["Trainer.eval_every_days=-1"])
+
+
+@pytest.mark.parametrize("gap,expected", [
+    # Every day end and multiple of 20: 15, 20, 30, 40, 45, 60, 75.
+    (0, [15, 20, 30, 40, 45, 60, 75]),
+    # 20 is 5 steps after 15 and 45 is 5 after 40: skipped; the end (75)
+    # always runs.
+    (6, [15, 30, 40, 60, 75]),
+    # 30 comes 15 after 15, 40 10 after 30: all within 16 but the end.
+    (16, [15, 40, 60, 75]),
+])
+def test_no_evaluation_a_few_steps_after_another(tmp_path, gap, expected):
+  train(str(tmp_path / "run"), SCHEDULE + [
+      f"Trainer.min_eval_gap_steps={gap}",
+      "StabilityMonitor.min_auc_examples=10000"])
+  assert _eval_steps(str(tmp_path / "run")) == expected
+
+
+def test_min_eval_gap_must_be_a_count(tmp_path):
+  with pytest.raises(ValueError, match="Trainer.min_eval_gap_steps must be "
+                     ">= 0"):
+    train(str(tmp_path / "run"), ["Trainer.min_eval_gap_steps=-1"])
