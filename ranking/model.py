@@ -45,15 +45,19 @@ class MultitaskRanker(tfrs.Model):
     self.cross = cross
     self.bottom = bottom
     self.heads = {}
+    # Under a mixed policy (mixed_bfloat16) the logits are float32: the
+    # losses, metrics and the stability monitor read them (Keras's
+    # mixed-precision guide); otherwise the policy's own dtype.
+    policy = tf.keras.mixed_precision.global_policy()
+    logit_dtype = ("float32" if policy.compute_dtype != policy.variable_dtype
+                   else None)
     for task in self.tasks:
       # Named per task, so each head's variables (and their diagnostics and
       # TensorBoard tags) say which task they belong to.
       layers = ([MLP(tower_widths, kernel_initializer,
                      name=f"tower_{task.name}")] if tower_widths else [])
-      # float32 under a mixed policy too: the losses, metrics and the
-      # stability monitor read it (Keras's mixed-precision guide).
       layers.append(tf.keras.layers.Dense(
-          1, kernel_initializer=kernel_initializer, dtype="float32",
+          1, kernel_initializer=kernel_initializer, dtype=logit_dtype,
           name=f"logit_{task.name}"))
       self.heads[task.name] = tf.keras.Sequential(layers,
                                                   name=f"head_{task.name}")
