@@ -29,6 +29,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 import gin
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import tensorflow as tf
 
 from data import schema as schema_lib
 from data.encoding import (first_local_date, local_calendar, stable_hash,
@@ -40,8 +42,14 @@ def is_parquet(path: str) -> bool:
   return path.endswith((".parquet", ".pq"))
 
 
-def read_table(path: str, sep: str = ",") -> pd.DataFrame:
-  """Reads one CSV (any separator) or Parquet file; errors name the file."""
+def read_table(path: str, sep: str = ",",
+               columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+  """Reads one CSV (any separator) or Parquet file; errors name the file.
+
+  With `columns`, reads only those (and names any the file lacks): a
+  Parquet file is converted column by column into a frame with one block
+  per column, so dropping a column frees its memory.
+  """
   if os.path.isdir(path):
     raise IsADirectoryError(
         f"{path} is a directory; file_source.paths takes files or glob "
@@ -51,20 +59,33 @@ def read_table(path: str, sep: str = ",") -> pd.DataFrame:
   header = []
   try:
     if is_parquet(path):
-      frame = pd.read_parquet(path)
+      names = [n for n in pq.read_schema(path).names
+               if not n.startswith("__index_level_")]
     else:
-      frame = pd.read_csv(path, sep=sep)
       # pandas renames a repeated column (x, x.1): read the header as it is.
       header = pd.read_csv(path, sep=sep, header=None, nrows=1,
                            dtype=str).iloc[0].tolist()
+      names = [c for c in header if isinstance(c, str)]
+    present = (None if columns is None else
+               [c for c in columns if c in names])
+    if is_parquet(path):
+      frame = pq.read_table(path, columns=present).to_pandas(
+          split_blocks=True, self_destruct=True)
+    else:
+      frame = pd.read_csv(path, sep=sep, usecols=(
+          None if present is None else lambda c: c in present))
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"Cannot read {path}: {e}") from e
   repeated = sorted({c for c in header if header.count(c) > 1}, key=str)
   if repeated:
     raise ValueError(f"{path} line 1: the header names column(s) "
                      f"{repeated} more than once.")
-  if frame.empty:
+  missing = [c for c in columns or () if c not in names]
+  if not len(frame) and (present or not missing):
     raise ValueError(f"{path}: no rows.")
+  if missing:
+    raise ValueError(f"{path}: missing column(s) {missing}; it has "
+                     f"{names}.")
   return frame
 
 
@@ -234,15 +255,17 @@ def numeric_column(values: pd.Series, what: str,
   """A column as finite float64 that fits in float32, or an error naming
   the first bad row: NaN / non-numeric, infinite, or beyond float32."""
   numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
-  raw = values.to_numpy(object)
   for mask, why in ((np.isnan(numbers), "NaN or non-numeric"),
                     (np.isinf(numbers), "infinite or overflowing"),
                     (np.abs(numbers) > np.finfo(np.float32).max,
                      "beyond float32 (|x| > 3.4e38)")):
     if mask.any():
       row = int(np.flatnonzero(mask)[0])
-      shown = ("(empty)" if isinstance(raw[row], float) and
-               math.isnan(raw[row]) else repr(raw[row]))
+      raw = values.iloc[row]
+      if isinstance(raw, np.generic):
+        raw = raw.item()
+      shown = ("(empty)" if isinstance(raw, float) and math.isnan(raw)
+               else repr(raw))
       raise ValueError(f"{origin(row)}: {why} {what} {shown}.")
   return numbers
 
@@ -358,44 +381,55 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
                                      dense or {})
   _roles(timestamp_column, labels, categorical, multivalued, dense)
   files = _log_files(paths)
-  frames = []
+  # Memory: each file's frame holds only the declared columns, and each
+  # column is taken out of every file at once, converted to the array
+  # kept (a tf.Tensor) and dropped: at no time are the logs held twice.
+  frames, units, file_of, line_of = [], [], [], []
   needed = ([timestamp_column] + list(labels) + list(categorical) +
             list(multivalued) + list(dense))
   for index, path in enumerate(files):
-    frame = read_table(path, sep)
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-      raise ValueError(f"{path}: missing column(s) {missing}; it has "
-                       f"{list(frame.columns)}.")
-    frame = frame[needed].copy()
+    frame = read_table(path, sep, needed)
     unit, numbers = row_labels(path, len(frame))
-    frame["__file"] = index
-    frame["__unit"] = unit
-    frame["__line"] = numbers
     frames.append(frame)
-  frame = pd.concat(frames, ignore_index=True)
+    units.append(unit)
+    file_of.append(np.full(len(frame), index, np.int32))
+    line_of.append(numbers)
+  file_of, line_of = np.concatenate(file_of), np.concatenate(line_of)
   where = name or ", ".join(files)
+  num_rows = len(file_of)
 
-  def origin_of(table):
+  def origin_of(file_rows, line_rows):
     def origin(row, column=None):
       column = column or timestamp_column
-      return (f"{files[table['__file'].iloc[row]]} {table['__unit'].iloc[row]}"
-              f" {table['__line'].iloc[row]}, column {column!r}")
+      return (f"{files[file_rows[row]]} {units[file_rows[row]]}"
+              f" {line_rows[row]}, column {column!r}")
     return origin
 
-  nanos = parse_timestamps(frame[timestamp_column], where, timestamp_unit,
-                           timestamp_format, origin_of(frame), time_zone)
+  def take(column, order=None) -> pd.Series:
+    """`column` of every file (in `order`: None as read), taken out of
+    the files' frames."""
+    series = pd.concat([f.pop(column) for f in frames], ignore_index=True)
+    if order is None:
+      return series
+    return series.take(order).reset_index(drop=True)
+
+  nanos = parse_timestamps(take(timestamp_column), where, timestamp_unit,
+                           timestamp_format, origin_of(file_of, line_of),
+                           time_zone)
   order = np.argsort(nanos, kind="stable")
-  frame = frame.iloc[order].reset_index(drop=True)
-  _, _, days = local_calendar(nanos[order] // 10**9, time_zone)
-  first_date = first_local_date(nanos[order] // 10**9, time_zone)
-  origin = origin_of(frame)
+  seconds = nanos[order] // 10**9
+  del nanos
+  _, _, days = local_calendar(seconds, time_zone)
+  first_date = first_local_date(seconds, time_zone)
+  del seconds
+  origin = origin_of(file_of[order], line_of[order])
+  del file_of, line_of
 
   def values_of(column, what):
-    return numeric_column(frame[column], what,
+    return numeric_column(take(column, order), what,
                           lambda row: origin(row, column))
 
-  columns: Dict[str, np.ndarray] = {}
+  columns: Dict[str, tf.Tensor] = {}
   label_specs = []
   for column, spec in labels.items():
     kind, transform = _split_kind(spec)
@@ -404,39 +438,46 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     if kind == "binary" and not np.isin(values, (0, 1)).all():
       raise ValueError(f"{origin(int(np.flatnonzero(~np.isin(values, (0, 1)))[0]), column)}"
                        ": a binary label must be 0 or 1.")
-    columns[column] = _transform(values, transform).astype(np.float32)
+    columns[column] = tf.constant(
+        _transform(values, transform).astype(np.float32))
   cat_specs = []
   for column, vocab in categorical.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab)))
     # A missing value is a category of its own (the empty string).
-    values = frame[column].astype(object).where(frame[column].notna(), "")
-    columns[column] = stable_hash(values.astype(str).to_numpy(), int(vocab))
+    raw = take(column, order)
+    values = raw.astype(object).where(raw.notna(), "")
+    del raw
+    columns[column] = tf.constant(
+        stable_hash(values.astype(str).to_numpy(), int(vocab)))
+    del values
   for column, (vocab, max_len) in multivalued.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab),
                                                    int(max_len)))
     cells = [_cell_values(cell, multivalue_sep)[:int(max_len)]
-             for cell in frame[column].to_numpy()]
+             for cell in take(column, order).to_numpy()]
     lengths = np.array([len(c) for c in cells], np.int64)
-    ids = np.full((len(frame), int(max_len)), schema_lib.PAD_ID, np.int64)
+    ids = np.full((num_rows, int(max_len)), schema_lib.PAD_ID, np.int64)
     if lengths.sum():
       flat = np.array([v for c in cells for v in c], dtype=object)
       rows = np.repeat(np.arange(len(cells)), lengths)
       slots = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths,
                                                lengths)
       ids[rows, slots] = stable_hash(flat.astype(str), int(vocab))
-    columns[column] = ids
+    columns[column] = tf.constant(ids)
+    del cells, ids
 
   dense_specs = []
   for column, transform in dense.items():
     values = values_of(column, "value")
-    columns[column], mean, std = standardize(_transform(values, transform),
-                                             days)
-    overflow = ~np.isfinite(columns[column][:, 0])
+    normalised, mean, std = standardize(_transform(values, transform), days)
+    overflow = ~np.isfinite(normalised[:, 0])
     if overflow.any():
       row = int(np.flatnonzero(overflow)[0])
       raise ValueError(f"{origin(row, column)}: value {values[row]:g} "
                        f"overflows float32 once normalised (mean {mean:.3g}, "
                        f"std {std:.3g} over the training days).")
+    columns[column] = tf.constant(normalised)
+    del normalised, values
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,
                                                std))
 

@@ -153,6 +153,8 @@ class InMemorySource(Source):
       raise ValueError(f"{name}: missing columns for {missing}.")
     self._columns = {}
     for key, (shape, dtype) in expected.items():
+      # A tf.Tensor of the right dtype is kept as it is (np.asarray views
+      # it): the file sources hand over their columns without a copy.
       array = np.asarray(columns[key])
       if array.shape != shape:
         raise ValueError(f"{name}: column {key!r} has shape {array.shape}, "
@@ -162,7 +164,10 @@ class InMemorySource(Source):
                                  .all(axis=1))[0])
         raise ValueError(f"{name}: column {key!r} has a NaN or infinite value "
                          f"(first at row {bad}, day {days[bad]}).")
-      self._columns[key] = tf.constant(array.astype(dtype))
+      column = columns[key]
+      self._columns[key] = (column if isinstance(column, tf.Tensor) and
+                            column.dtype == dtype else
+                            tf.constant(array.astype(dtype, copy=False)))
     self._columns[schema_lib.DAY] = tf.constant(days)
 
   def _expected_shapes(self, n):
