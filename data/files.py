@@ -20,6 +20,8 @@ Every data error names the file, the column and the line of the CSV file
 """
 
 import collections
+import ctypes
+import ctypes.util
 import glob
 import math
 import os
@@ -29,6 +31,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 import gin
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 
@@ -36,6 +40,24 @@ from data import schema as schema_lib
 from data.encoding import (first_local_date, local_calendar, stable_hash,
                            standardize)
 from data.source import InMemorySource
+
+
+def _malloc_trim():
+  """glibc's malloc_trim, or None: a column's memory is many small blocks
+  (one per file and column) that free() keeps in the heap; trimming hands
+  the freed pages back, so RSS falls as columns are converted."""
+  try:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+  except (OSError, AttributeError):
+    return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _release_freed_memory():
+  if _TRIM is not None:
+    _TRIM(0)
 
 
 def is_parquet(path: str) -> bool:
@@ -69,8 +91,15 @@ def read_table(path: str, sep: str = ",",
     present = (None if columns is None else
                [c for c in columns if c in names])
     if is_parquet(path):
-      frame = pq.read_table(path, columns=present).to_pandas(
-          split_blocks=True, self_destruct=True)
+      # The system allocator: memory a dropped column frees goes back to
+      # the OS (Arrow's default pool, jemalloc or mimalloc, keeps it).
+      previous = pa.default_memory_pool()
+      pa.set_memory_pool(pa.system_memory_pool())
+      try:
+        frame = pq.read_table(path, columns=present).to_pandas(
+            split_blocks=True, self_destruct=True)
+      finally:
+        pa.set_memory_pool(previous)
     else:
       frame = pd.read_csv(path, sep=sep, usecols=(
           None if present is None else lambda c: c in present))
@@ -270,6 +299,66 @@ def numeric_column(values: pd.Series, what: str,
   return numbers
 
 
+def _tensor(array: np.ndarray) -> tf.Tensor:
+  """`array` as a tensor that does not keep `array` alive: an eager
+  tf.constant of a numpy array holds on to it beside its own copy (twice the
+  memory, measured by bench/file_source_memory.py); the identity's result
+  does not."""
+  return tf.identity(tf.constant(array))
+
+
+def _hashed_ids(values: pd.Series, vocab: int) -> np.ndarray:
+  """stable_hash of each value's str form (a missing value: ""), hashing
+  each distinct value once: no Python object per row."""
+  codes, uniques = pd.factorize(values, use_na_sentinel=True)
+  texts = np.array([str(u) for u in uniques] + [""], dtype=object)
+  return stable_hash(texts, vocab)[codes]  # code -1: the last, ""
+
+
+def _joined_ids(cells: pd.Series, sep: str, vocab: int,
+                max_len: int) -> Optional[np.ndarray]:
+  """[rows, max_len] ids of a multi-valued column of `sep`-joined strings
+  (or lists of strings), split and hashed in Arrow: no Python object per
+  row or value. The same ids as _cell_values' per cell; None for cells it
+  does not cover (numbers, lists of numbers, nulls inside a list)."""
+  try:
+    array = pa.array(cells, from_pandas=True)
+  except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    return None
+  if isinstance(array, pa.ChunkedArray):
+    array = array.combine_chunks()
+  joined = (pa.types.is_string(array.type) or
+            pa.types.is_large_string(array.type))
+  if joined:
+    lists = pc.split_pattern(array, sep)
+  elif pa.types.is_list(array.type) and (
+      pa.types.is_string(array.type.value_type) or
+      pa.types.is_large_string(array.type.value_type)):
+    lists = array
+  else:
+    return None
+  del array
+  flat = pc.list_flatten(lists)
+  if flat.null_count:
+    return None
+  rows = pc.list_parent_indices(lists).to_numpy()
+  if joined:  # "a||b" and "" hold no empty id (a list keeps its "")
+    keep = pc.not_equal(flat, "")
+    rows = rows[keep.to_numpy(zero_copy_only=False)]
+    flat = flat.filter(keep)
+  # The slot of each value in its row (rows are in order), then max_len.
+  slots = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+  fits = slots < max_len
+  encoded = pc.dictionary_encode(flat)
+  if isinstance(encoded, pa.ChunkedArray):
+    encoded = encoded.combine_chunks()
+  hashed = stable_hash(np.array(encoded.dictionary.to_pylist(), object),
+                       vocab)
+  ids = np.full((len(cells), max_len), schema_lib.PAD_ID, np.int64)
+  ids[rows[fits], slots[fits]] = hashed[encoded.indices.to_numpy()[fits]]
+  return ids
+
+
 def _cell_values(cell, sep: str) -> list:
   """The values of one multi-valued cell: a joined string, a list, or empty."""
   if isinstance(cell, str):
@@ -409,6 +498,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     """`column` of every file (in `order`: None as read), taken out of
     the files' frames."""
     series = pd.concat([f.pop(column) for f in frames], ignore_index=True)
+    _release_freed_memory()  # the files' copies of the previous column
     if order is None:
       return series
     return series.take(order).reset_index(drop=True)
@@ -438,33 +528,33 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     if kind == "binary" and not np.isin(values, (0, 1)).all():
       raise ValueError(f"{origin(int(np.flatnonzero(~np.isin(values, (0, 1)))[0]), column)}"
                        ": a binary label must be 0 or 1.")
-    columns[column] = tf.constant(
+    columns[column] = _tensor(
         _transform(values, transform).astype(np.float32))
   cat_specs = []
   for column, vocab in categorical.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab)))
     # A missing value is a category of its own (the empty string).
-    raw = take(column, order)
-    values = raw.astype(object).where(raw.notna(), "")
-    del raw
-    columns[column] = tf.constant(
-        stable_hash(values.astype(str).to_numpy(), int(vocab)))
-    del values
+    columns[column] = _tensor(_hashed_ids(take(column, order),
+                                              int(vocab)))
   for column, (vocab, max_len) in multivalued.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab),
                                                    int(max_len)))
-    cells = [_cell_values(cell, multivalue_sep)[:int(max_len)]
-             for cell in take(column, order).to_numpy()]
-    lengths = np.array([len(c) for c in cells], np.int64)
-    ids = np.full((num_rows, int(max_len)), schema_lib.PAD_ID, np.int64)
-    if lengths.sum():
-      flat = np.array([v for c in cells for v in c], dtype=object)
-      rows = np.repeat(np.arange(len(cells)), lengths)
-      slots = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths,
-                                               lengths)
-      ids[rows, slots] = stable_hash(flat.astype(str), int(vocab))
-    columns[column] = tf.constant(ids)
-    del cells, ids
+    cells = take(column, order)
+    ids = _joined_ids(cells, multivalue_sep, int(vocab), int(max_len))
+    if ids is None:  # lists of numbers, floats, nulls inside lists: per cell
+      cells = [_cell_values(cell, multivalue_sep)[:int(max_len)]
+               for cell in cells.to_numpy()]
+      lengths = np.array([len(c) for c in cells], np.int64)
+      ids = np.full((num_rows, int(max_len)), schema_lib.PAD_ID, np.int64)
+      if lengths.sum():
+        flat = np.array([v for c in cells for v in c], dtype=object)
+        rows = np.repeat(np.arange(len(cells)), lengths)
+        slots = np.arange(len(flat)) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths)
+        ids[rows, slots] = stable_hash(flat.astype(str), int(vocab))
+    del cells
+    columns[column] = _tensor(ids)
+    del ids
 
   dense_specs = []
   for column, transform in dense.items():
@@ -476,7 +566,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
       raise ValueError(f"{origin(row, column)}: value {values[row]:g} "
                        f"overflows float32 once normalised (mean {mean:.3g}, "
                        f"std {std:.3g} over the training days).")
-    columns[column] = tf.constant(normalised)
+    columns[column] = _tensor(normalised)
     del normalised, values
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,
                                                std))
