@@ -104,3 +104,38 @@ def test_materialised_stream_reads_back_through_gin(tmp_path):
     np.testing.assert_array_equal(got[label], want[label])
   np.testing.assert_array_equal(got["day"], want["day"])
   assert len(source.schema.feature_names) == 25 + 72
+
+
+def _crc(text, vocab):
+  import zlib  # pylint: disable=g-import-not-at-top
+  return zlib.crc32(text.encode()) % vocab
+
+
+def test_categorical_ids_are_the_hash_of_each_value_text():
+  # Each distinct value is hashed once; a missing value is "".
+  got = files._hashed_ids(pd.Series([3.0, np.nan, 7.5, 3.0]), 101)
+  np.testing.assert_array_equal(
+      got, [_crc("3.0", 101), _crc("", 101), _crc("7.5", 101),
+            _crc("3.0", 101)])
+  got = files._hashed_ids(pd.Series(["x", None, 12], dtype=object), 101)
+  np.testing.assert_array_equal(got, [_crc("x", 101), _crc("", 101),
+                                      _crc("12", 101)])
+
+
+def test_joined_cells_are_split_and_hashed_in_arrow_as_per_cell():
+  pad = -1
+  joined = pd.Series(["a|b|c", "", None, "b||d|e|f|g"], dtype=object)
+  got = files._joined_ids(joined, "|", 97, 4)
+  h = {v: _crc(v, 97) for v in "abcdefg"}
+  # Empty ids ("", "b||d") are dropped; a row keeps its first max_len ids.
+  np.testing.assert_array_equal(got, [
+      [h["a"], h["b"], h["c"], pad], [pad] * 4, [pad] * 4,
+      [h["b"], h["d"], h["e"], h["f"]]])
+  # Lists of strings keep an empty string as an id, as per cell.
+  lists = pd.Series([["a", ""], [], None], dtype=object)
+  np.testing.assert_array_equal(files._joined_ids(lists, "|", 97, 3), [
+      [h["a"], _crc("", 97), pad], [pad] * 3, [pad] * 3])
+  # Numbers and lists of numbers are left to the per-cell path.
+  assert files._joined_ids(pd.Series([5, 7]), "|", 97, 2) is None
+  assert files._joined_ids(pd.Series([[1, 2]], dtype=object), "|", 97,
+                           2) is None
