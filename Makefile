@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train bench-job table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge table3 table3-calibrate table3-report bench-optim bench-data bench-on-disk bench-rollback bench-sharpness sharpness sharpness-report clean
+.PHONY: install test train bench-job bench-file-source table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge table3 table3-calibrate table3-report bench-optim bench-data bench-on-disk bench-rollback bench-sharpness sharpness sharpness-report clean
 
 install: $(STAMP)
 
@@ -22,10 +22,15 @@ test: install
 	$(PY) -m pytest tests
 
 # The main job's speed and Large's against this machine's peak, the whole
-# job's phases, vocabulary and optimizer costs (about 15 minutes):
+# job's phases, vocabulary and optimizer costs (about 13 minutes):
 # results/bench/job.md.
 bench-job: install
 	$(PY) bench/job.py --output=results/bench/job.md
+
+# Peak memory of loading a 1M- and a 5M-row Parquet log (about 8 minutes):
+# results/bench/file_source_memory.md.
+bench-file-source: install
+	$(PY) bench/file_source_memory.py --output=results/bench/file_source_memory.md
 
 # The main job: Large+DCN with Clippy on the synthetic stream, sized for a
 # 2-core machine (configs/small_machine.gin); a new run directory each time.
