@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from optim import ScaledAdagrad
+from tests import strategies
 from tests.runs import train
 
 SHORT = ["Trainer.max_steps=30", "Trainer.summary_every_steps=20"]
@@ -39,6 +40,23 @@ def test_xla_trains_the_same_steps(tmp_path):
                 for j in (False, True))
   np.testing.assert_allclose([r["loss/total"] for r in xla],
                              [r["loss/total"] for r in plain], rtol=1e-4)
+
+
+def test_xla_on_two_replicas_compiles_the_gradients_only(tmp_path):
+  # The updates' cross-replica sums cannot be inside an XLA cluster: the
+  # gradients are compiled, and the run equals the uncompiled one.
+  runs = {}
+  for jit in (False, True):
+    kept = {}
+    summary, _ = train(str(tmp_path / f"jit{jit}"), SHORT + [
+        f"Trainer.jit_compile={jit}"],
+                       trainer_hook=lambda t, kept=kept: kept.update(t=t),
+                       strategy=strategies.two_cpu_replicas())
+    assert summary["final_step"] == 30, summary
+    runs[jit] = kept["t"]
+  assert hasattr(runs[True], "_compiled_gradients")
+  for plain, xla in zip(_weights(runs[False]), _weights(runs[True])):
+    np.testing.assert_allclose(xla, plain, rtol=2e-3, atol=2e-4)
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_state(
