@@ -52,13 +52,18 @@ from ranking.summaries import ScalarWriter
 @contextlib.contextmanager
 def _dtype_policy(name):
   """Keras's global dtype policy is `name` while the model is built (its
-  layers keep the policy they were built with)."""
+  layers keep the policy they were built with); "float32" leaves it as it
+  is. Afterwards a policy that followed floatx follows it again."""
+  if name == "float32":
+    yield
+    return
   previous = tf.keras.mixed_precision.global_policy()
   tf.keras.mixed_precision.set_global_policy(name)
   try:
     yield
   finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
+    tf.keras.mixed_precision.set_global_policy(
+        None if previous.name == tf.keras.backend.floatx() else previous)
 
 
 class Preempted(Exception):

@@ -78,8 +78,12 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_state(
   assert {v.dtype for v in trainer.model.variables} == {tf.float32}
   assert {v.dtype for v in trainer.dense_optimizer.variables
           if v.dtype.is_floating} == {tf.float32}
-  # The global policy is left as it was.
-  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  # The global policy is left as it was: following floatx.
+  tf.keras.backend.set_floatx("float64")
+  try:
+    assert tf.keras.mixed_precision.global_policy().name == "float64"
+  finally:
+    tf.keras.backend.set_floatx("float32")
 
 
 def test_norms_on_summary_steps_and_sigma_alone_off_them(tmp_path):
