@@ -39,7 +39,7 @@ import tensorflow as tf
 from data import schema as schema_lib
 from data.encoding import (first_local_date, local_calendar, stable_hash,
                            standardize)
-from data.source import InMemorySource
+from data.source import InMemorySource, to_tensor
 
 
 def _malloc_trim():
@@ -299,20 +299,31 @@ def numeric_column(values: pd.Series, what: str,
   return numbers
 
 
-def _tensor(array: np.ndarray) -> tf.Tensor:
-  """`array` as a tensor that does not keep `array` alive: an eager
-  tf.constant of a numpy array holds on to it beside its own copy (twice the
-  memory, measured by bench/file_source_memory.py); the identity's result
-  does not."""
-  return tf.identity(tf.constant(array))
-
-
 def _hashed_ids(values: pd.Series, vocab: int) -> np.ndarray:
   """stable_hash of each value's str form (a missing value: ""), hashing
   each distinct value once: no Python object per row."""
   codes, uniques = pd.factorize(values, use_na_sentinel=True)
   texts = np.array([str(u) for u in uniques] + [""], dtype=object)
   return stable_hash(texts, vocab)[codes]  # code -1: the last, ""
+
+
+def _multivalued_ids(cells: pd.Series, sep: str, vocab: int,
+                     max_len: int) -> np.ndarray:
+  """[rows, max_len] ids of a multi-valued column, PAD_ID-padded: split and
+  hashed in Arrow where it can be (_joined_ids), else cell by cell."""
+  ids = _joined_ids(cells, sep, vocab, max_len)
+  if ids is not None:
+    return ids
+  cells = [_cell_values(cell, sep)[:max_len] for cell in cells.to_numpy()]
+  lengths = np.array([len(c) for c in cells], np.int64)
+  ids = np.full((len(cells), max_len), schema_lib.PAD_ID, np.int64)
+  if lengths.sum():
+    flat = np.array([v for c in cells for v in c], dtype=object)
+    rows = np.repeat(np.arange(len(cells)), lengths)
+    slots = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths,
+                                             lengths)
+    ids[rows, slots] = stable_hash(flat.astype(str), vocab)
+  return ids
 
 
 def _joined_ids(cells: pd.Series, sep: str, vocab: int,
@@ -485,7 +496,6 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     line_of.append(numbers)
   file_of, line_of = np.concatenate(file_of), np.concatenate(line_of)
   where = name or ", ".join(files)
-  num_rows = len(file_of)
 
   def origin_of(file_rows, line_rows):
     def origin(row, column=None):
@@ -528,33 +538,19 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
     if kind == "binary" and not np.isin(values, (0, 1)).all():
       raise ValueError(f"{origin(int(np.flatnonzero(~np.isin(values, (0, 1)))[0]), column)}"
                        ": a binary label must be 0 or 1.")
-    columns[column] = _tensor(
+    columns[column] = to_tensor(
         _transform(values, transform).astype(np.float32))
   cat_specs = []
   for column, vocab in categorical.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab)))
     # A missing value is a category of its own (the empty string).
-    columns[column] = _tensor(_hashed_ids(take(column, order),
+    columns[column] = to_tensor(_hashed_ids(take(column, order),
                                               int(vocab)))
   for column, (vocab, max_len) in multivalued.items():
     cat_specs.append(schema_lib.CategoricalFeature(column, int(vocab),
                                                    int(max_len)))
-    cells = take(column, order)
-    ids = _joined_ids(cells, multivalue_sep, int(vocab), int(max_len))
-    if ids is None:  # lists of numbers, floats, nulls inside lists: per cell
-      cells = [_cell_values(cell, multivalue_sep)[:int(max_len)]
-               for cell in cells.to_numpy()]
-      lengths = np.array([len(c) for c in cells], np.int64)
-      ids = np.full((num_rows, int(max_len)), schema_lib.PAD_ID, np.int64)
-      if lengths.sum():
-        flat = np.array([v for c in cells for v in c], dtype=object)
-        rows = np.repeat(np.arange(len(cells)), lengths)
-        slots = np.arange(len(flat)) - np.repeat(
-            np.cumsum(lengths) - lengths, lengths)
-        ids[rows, slots] = stable_hash(flat.astype(str), int(vocab))
-    del cells
-    columns[column] = _tensor(ids)
-    del ids
+    columns[column] = to_tensor(_multivalued_ids(
+        take(column, order), multivalue_sep, int(vocab), int(max_len)))
 
   dense_specs = []
   for column, transform in dense.items():
@@ -566,7 +562,7 @@ def file_source(paths: Union[str, Sequence[str]] = gin.REQUIRED,
       raise ValueError(f"{origin(row, column)}: value {values[row]:g} "
                        f"overflows float32 once normalised (mean {mean:.3g}, "
                        f"std {std:.3g} over the training days).")
-    columns[column] = _tensor(normalised)
+    columns[column] = to_tensor(normalised)
     del normalised, values
     dense_specs.append(schema_lib.DenseFeature(column, 1, transform, mean,
                                                std))

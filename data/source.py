@@ -120,6 +120,14 @@ class Source(abc.ABC):
     """The batch dict (features, labels, `day`) of the given row ids."""
 
 
+def to_tensor(array: np.ndarray) -> tf.Tensor:
+  """`array` as a tensor that does not keep `array` alive: an eager
+  tf.constant of a numpy array holds on to the array beside its own copy
+  (twice the memory: bench/file_source_memory.py); tf.identity's result
+  does not."""
+  return tf.identity(tf.constant(array))
+
+
 class InMemorySource(Source):
   """A source held as arrays, one per schema name, rows sorted by day.
 
@@ -154,7 +162,8 @@ class InMemorySource(Source):
     self._columns = {}
     for key, (shape, dtype) in expected.items():
       # A tf.Tensor of the right dtype is kept as it is (np.asarray views
-      # it): the file sources hand over their columns without a copy.
+      # it): a source that converts its columns as it makes them (the file
+      # sources) hands them over without a copy.
       array = np.asarray(columns[key])
       if array.shape != shape:
         raise ValueError(f"{name}: column {key!r} has shape {array.shape}, "
@@ -167,8 +176,8 @@ class InMemorySource(Source):
       column = columns[key]
       self._columns[key] = (column if isinstance(column, tf.Tensor) and
                             column.dtype == dtype else
-                            tf.constant(array.astype(dtype, copy=False)))
-    self._columns[schema_lib.DAY] = tf.constant(days)
+                            to_tensor(array.astype(dtype, copy=False)))
+    self._columns[schema_lib.DAY] = to_tensor(days)
 
   def _expected_shapes(self, n):
     shapes = {}

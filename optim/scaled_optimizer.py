@@ -145,12 +145,18 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
                 [tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)))
     return sigma
 
+  def norms_fresh_after(self, steps):
+    """Whether the stored norms are those of the step that brought the
+    clock to `steps` (an int, or a tensor in the graph): the norms are
+    refreshed by the steps that make it a multiple of diagnostics_every."""
+    return steps % self.diagnostics_every == 0
+
   def _diagnostics_due(self):
-    """Whether this step refreshes the norms: the one that makes the clock
-    (steps before it) + 1 a multiple of diagnostics_every."""
+    """Whether this step refreshes the norms (the clock counts the steps
+    before it)."""
     clock = (self.iterations if self.diagnostics_clock is None
              else self.diagnostics_clock)
-    return (tf.cast(clock, tf.int64) + 1) % self.diagnostics_every == 0
+    return self.norms_fresh_after(tf.cast(clock, tf.int64) + 1)
 
   def diagnostics(self) -> Dict[str, Dict[str, tf.Tensor]]:
     """The last step's diagnostics: {variable name: {DIAGNOSTICS[i]: value}}.

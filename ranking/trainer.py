@@ -21,6 +21,7 @@ ranking/sharpness.py), which only reads the state.
 
 import collections
 import contextlib
+import functools
 import json
 import math
 import os
@@ -64,6 +65,20 @@ def _dtype_policy(name):
   finally:
     tf.keras.mixed_precision.set_global_policy(
         None if previous.name == tf.keras.backend.floatx() else previous)
+
+
+def _timed(phase):
+  """Adds a method's wall seconds to its trainer's `seconds[phase]`."""
+  def decorate(method):
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+      start = time.perf_counter()
+      try:
+        return method(self, *args, **kwargs)
+      finally:
+        self.seconds[phase] += time.perf_counter() - start
+    return timed
+  return decorate
 
 
 class Preempted(Exception):
@@ -268,14 +283,6 @@ class Trainer:
     self._train_loop = self._make_train_loop()
     self.seconds["setup"] += time.perf_counter() - setup_start
 
-  @contextlib.contextmanager
-  def _clock(self, phase):
-    start = time.perf_counter()
-    try:
-      yield
-    finally:
-      self.seconds[phase] += time.perf_counter() - start
-
   # -- the compiled loop ------------------------------------------------
 
   def _gradients(self, batch):
@@ -295,9 +302,7 @@ class Trainer:
     for non-finite values). With jit_compile, XLA compiles all of it on a
     single replica; with several, the gradients only (the updates'
     cross-replica sums run outside)."""
-    gradients = self._gradients
-    if self.jit_compile and self.strategy.num_replicas_in_sync > 1:
-      gradients = self._compiled_gradients
+    gradients = self._compiled_gradients or self._gradients
     total, per_task, grads, finite = gradients(batch)
     n_emb = len(self.model.embedding_variables)
     self.embedding_optimizer.apply_gradients(
@@ -310,6 +315,7 @@ class Trainer:
     model, strategy = self.model, self.strategy
     tasks = model.tasks
     replica_step = self.replica_step
+    self._compiled_gradients = None  # replica_step's gradients, if compiled
     if self.jit_compile:
       if strategy.num_replicas_in_sync == 1:
         replica_step = tf.function(replica_step, jit_compile=True)
@@ -651,11 +657,8 @@ class Trainer:
       n = min(n, self.recovery.steps_to_boundary(step))
     return max(n, 1)
 
+  @_timed("summaries")
   def _write_train(self, step, steps, elapsed):
-    with self._clock("summaries"):
-      self._write_train_now(step, steps, elapsed)
-
-  def _write_train_now(self, step, steps, elapsed):
     sums = {k: float(v.numpy()) for k, v in self._loss_sums.items()}
     for v in self._loss_sums.values():
       v.assign(0.0)
@@ -684,7 +687,7 @@ class Trainer:
     # The norms are the last step's on the optimizer's cadence only (the
     # summary steps); at another summary (the run's end, a spike, a
     # preemption) they are an earlier step's, and only sigma is written.
-    fresh = not step % self.dense_optimizer.diagnostics_every
+    fresh = self.dense_optimizer.norms_fresh_after(step)
     if not fresh:
       diagnostics = {layer: {"sigma": d["sigma"]}
                      for layer, d in diagnostics.items()}
@@ -709,20 +712,17 @@ class Trainer:
              f"{examples_per_s:,.0f} ex/s | loss {scalars['loss/total']:.4f} "
              f"({per_task}) | min sigma {min_sigma:.3g}")
 
+  @_timed("eval")
   def _evaluate(self, step):
-    with self._clock("eval"):
-      results = self.evaluator.evaluate(self.eval_dataset)
+    results = self.evaluator.evaluate(self.eval_dataset)
     self.monitor.observe_eval(results, step, final=step >= self.total_steps)
     self.writer.write("eval", step, results)
     self.log(f"eval day {self.window.eval_day} at step {step}: "
              f"{headline(results)}")
     return results
 
+  @_timed("checkpoint")
   def _save(self, step) -> Optional[str]:
-    with self._clock("checkpoint"):
-      return self._save_now(step)
-
-  def _save_now(self, step) -> Optional[str]:
     if not bool(self._state_finite()):
       self.log(f"not checkpointing step {step}: non-finite weights or "
                "optimizer state")

@@ -23,15 +23,23 @@ def _records(model_dir, split):
     return [r for r in map(json.loads, f) if r["split"] == split]
 
 
-def test_xla_trains_the_same_steps(tmp_path):
+def _with_and_without_xla(tmp_path, make_strategy=None):
+  """{jit_compile: the trainer} of the SHORT run both ways (each run with
+  a strategy of its own from make_strategy, or the default)."""
   runs = {}
   for jit in (False, True):
     kept = {}
     summary, _ = train(str(tmp_path / f"jit{jit}"), SHORT + [
         f"Trainer.jit_compile={jit}"],
-                       trainer_hook=lambda t, kept=kept: kept.update(t=t))
+                       trainer_hook=lambda t, kept=kept: kept.update(t=t),
+                       strategy=make_strategy and make_strategy())
     assert summary["final_step"] == 30, summary
     runs[jit] = kept["t"]
+  return runs
+
+
+def test_xla_trains_the_same_steps(tmp_path):
+  runs = _with_and_without_xla(tmp_path)
   assert runs[True].jit_compile and not runs[False].jit_compile
   # XLA fuses and reorders float32 arithmetic: the same run to rounding.
   for plain, xla in zip(_weights(runs[False]), _weights(runs[True])):
@@ -45,16 +53,9 @@ def test_xla_trains_the_same_steps(tmp_path):
 def test_xla_on_two_replicas_compiles_the_gradients_only(tmp_path):
   # The updates' cross-replica sums cannot be inside an XLA cluster: the
   # gradients are compiled, and the run equals the uncompiled one.
-  runs = {}
-  for jit in (False, True):
-    kept = {}
-    summary, _ = train(str(tmp_path / f"jit{jit}"), SHORT + [
-        f"Trainer.jit_compile={jit}"],
-                       trainer_hook=lambda t, kept=kept: kept.update(t=t),
-                       strategy=strategies.two_cpu_replicas())
-    assert summary["final_step"] == 30, summary
-    runs[jit] = kept["t"]
-  assert hasattr(runs[True], "_compiled_gradients")
+  runs = _with_and_without_xla(tmp_path, strategies.two_cpu_replicas)
+  assert runs[True]._compiled_gradients is not None  # pylint: disable=protected-access
+  assert runs[False]._compiled_gradients is None  # pylint: disable=protected-access
   for plain, xla in zip(_weights(runs[False]), _weights(runs[True])):
     np.testing.assert_allclose(xla, plain, rtol=2e-3, atol=2e-4)
 
