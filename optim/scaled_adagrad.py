@@ -124,9 +124,13 @@ class ScaledAdagrad(RuleScaledOptimizer):
 
     if self.accumulator_update == "standard":
       add_to(accumulator, tf.square(grad))
-    direction = grad * tf.math.rsqrt(
-        rows(accumulator) + tf.constant(self.epsilon, variable.dtype))
-    sigma = self.scale(grad, rows(variable), direction, lr, variable)
+    def direction_fn():
+      return grad * tf.math.rsqrt(
+          rows(accumulator) + tf.constant(self.epsilon, variable.dtype))
+
+    direction = direction_fn()
+    sigma = self.scale(grad, rows(variable), direction, lr, variable,
+                       direction_fn=direction_fn)
     if self.accumulator_update == "clipped":
       add_to(accumulator, tf.square(sigma * grad))
     elif self.accumulator_update == "delayed":

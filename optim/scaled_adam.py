@@ -108,11 +108,14 @@ class ScaledAdam(RuleScaledOptimizer):
     m.assign_add((grad - m) * (1 - beta_1))
     v.assign_add((tf.square(grad) - v) * (1 - beta_2))
     correction = tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-    direction = m * correction / (tf.sqrt(v) + tf.constant(self.epsilon, dtype))
+    def direction_fn():
+      return m * correction / (tf.sqrt(v) + tf.constant(self.epsilon, dtype))
+
+    direction = direction_fn()
     v_hat = (tf.convert_to_tensor(v) / (1 - tf.pow(beta_2, step))
              if self._rule.needs_second_moment else None)
     sigma = self.scale(grad, variable, direction, lr, variable,
-                       second_moment=v_hat)
+                       second_moment=v_hat, direction_fn=direction_fn)
     variable.assign_sub(direction * (lr * sigma))
 
   def get_config(self):

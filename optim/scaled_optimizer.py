@@ -10,6 +10,7 @@ that makes sigma_t (one function from `optim.rules`), its hyperparameters,
 the per-variable diagnostics and the config round trip.
 """
 
+import types
 from typing import Dict, Optional
 
 import tensorflow as tf
@@ -57,6 +58,14 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
       optimizer's iterations) is the step count that decides: the trainer
       sets its global step, which a rollback's skipped batches move ahead
       of the optimizer's iterations.
+    fused_update: compile the update of every dense gradient of a step into
+      one XLA computation, whatever the device (tf-keras compiles one
+      computation per variable, and only on GPUs): on a CPU the rule's
+      elementwise passes over each weight become one or two, and one launch
+      replaces hundreds of small ops (bench/job.py). Only where each
+      variable has a single copy (the default and one-device strategies);
+      mirrored variables, and sparse gradients, take tf-keras's
+      per-variable updates.
   """
 
   def __init__(self,
@@ -65,6 +74,7 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
                clipping_params: Optional[Dict] = None,
                record_diagnostics: bool = True,
                diagnostics_every: int = 1,
+               fused_update: bool = False,
                name: str = "RuleScaledOptimizer",
                **kwargs):
     if not (isinstance(diagnostics_every, int) and diagnostics_every >= 1):
@@ -82,6 +92,10 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     self.record_diagnostics = record_diagnostics
     self.diagnostics_every = diagnostics_every
     self.diagnostics_clock = None
+    self.fused_update = bool(fused_update)
+    # {variables' keys: their compiled update}, in a plain object: an
+    # attribute dict would be tracked, and saved with the checkpoints.
+    self._fused = types.SimpleNamespace(steps={})
     self._scaled_variables = []
     self._diagnostics = []
 
@@ -121,10 +135,14 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     """The entry of a per-variable list (built in `build`) for `variable`."""
     return slots[self._index_dict[self._var_key(variable)]]
 
-  def scale(self, grad, var, direction, lr, variable, second_moment=None):
+  def scale(self, grad, var, direction, lr, variable, second_moment=None,
+            direction_fn=None):
     """sigma_t of the configured rule; advances its state and records
     diagnostics for `variable`. `second_moment`: the base optimizer's
-    estimate of E[g^2] for the rules that read one (Adam's v_hat)."""
+    estimate of E[g^2] for the rules that read one (Adam's v_hat).
+    `direction_fn`: makes `direction` again, for the norms of a summary
+    step: under XLA a tensor that enters a conditional must be written out
+    in full, while one made inside it is fused into its reductions."""
     state = (self.slot(self._rule_states, variable)
              if self._rule_states else None)
     sigma, new_state = self._rule(
@@ -140,10 +158,41 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
       else:
         stored.assign(tf.cond(
             self._diagnostics_due(),
-            lambda: diagnostics_vector(grad, var, direction, sigma),
+            lambda: diagnostics_vector(
+                grad, var, direction_fn() if direction_fn else direction,
+                sigma),
             lambda: tf.concat(
                 [tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)))
     return sigma
+
+  def _distributed_apply_gradients_fn(self, distribution, grads_and_vars,
+                                      **kwargs):
+    """With fused_update, the dense gradients' updates of the step are one
+    XLA computation (their elementwise passes fused, one launch for all
+    variables) when each variable has a single copy; otherwise, and for
+    sparse gradients (their row counts change from step to step, and XLA
+    would compile each anew), tf-keras's per-variable updates."""
+    grads_and_vars = list(grads_and_vars)
+    if not self.fused_update or self.use_ema or any(
+        isinstance(v, tf.distribute.DistributedValues)
+        for _, v in grads_and_vars):
+      return super()._distributed_apply_gradients_fn(
+          distribution, grads_and_vars, **kwargs)
+    dense = [(g, v) for g, v in grads_and_vars
+             if not isinstance(g, tf.IndexedSlices)]
+    for grad, var in grads_and_vars:
+      if isinstance(grad, tf.IndexedSlices):
+        self._update_step(grad, var)
+    if dense:
+      grads, variables = zip(*dense)
+      key = tuple(self._var_key(v) for v in variables)
+      if key not in self._fused.steps:
+        def fused(grads, variables=variables):
+          for grad, var in zip(grads, variables):
+            self._update_step(grad, var)
+        self._fused.steps[key] = tf.function(fused, jit_compile=True)
+      self._fused.steps[key](list(grads))
+    return self.iterations.assign_add(1)
 
   def norms_fresh_after(self, steps):
     """Whether the stored norms are those of the step that brought the
@@ -191,5 +240,6 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
         "clipping_params": dict(self.clipping_params),
         "record_diagnostics": self.record_diagnostics,
         "diagnostics_every": self.diagnostics_every,
+        "fused_update": self.fused_update,
     })
     return config

@@ -39,10 +39,14 @@ def _dataset():
       ((ids, dense), labels)).batch(GLOBAL_BATCH)
 
 
-def _train(strategy, method, jit_compile=False):
+def _train(strategy, method, jit_compile=False, fused_update=False,
+           kept=None):
   with strategy.scope():
     model = _model()
     optimizer = build_optimizer(method, 0.5, **METHOD_ARGS[method])
+    optimizer.fused_update = fused_update
+  if kept is not None:
+    kept.update(model=model, optimizer=optimizer)
 
   def replica_step(features, labels):
     with tf.GradientTape() as tape:
@@ -92,3 +96,35 @@ def test_xla_step_matches_plain_step(method):
   atol = 1e-4 if method in ("spam", "stable_adam") else 1e-6
   for a, b in zip(compiled, plain):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=atol)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ARGS))
+def test_fused_update_matches_the_per_variable_updates(method):
+  strategy = tf.distribute.get_strategy()
+  plain, plain_sigmas = _train(strategy, method)
+  kept = {}
+  fused, fused_sigmas = _train(strategy, method, fused_update=True,
+                               kept=kept)
+  # One XLA computation updates every dense variable; the embedding's
+  # sparse gradient (its row count changes every step) is updated apart.
+  dense = [v for v in kept["model"].trainable_variables
+           if "embedding" not in v.name]
+  optimizer = kept["optimizer"]
+  assert len(dense) == 4
+  assert list(optimizer._fused.steps) == [tuple(  # pylint: disable=protected-access
+      optimizer._var_key(v) for v in dense)]  # pylint: disable=protected-access
+  np.testing.assert_allclose(fused_sigmas, plain_sigmas, rtol=1e-5,
+                             atol=1e-6)
+  atol = 1e-4 if method in ("spam", "stable_adam") else 1e-6
+  for a, b in zip(fused, plain):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=atol)
+
+
+def test_fused_update_leaves_mirrored_variables_to_tf_keras():
+  kept = {}
+  two, _ = _train(strategies.two_cpu_replicas(), "clippy",
+                  fused_update=True, kept=kept)
+  assert not kept["optimizer"]._fused.steps  # pylint: disable=protected-access
+  one, _ = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), "clippy")
+  for a, b in zip(two, one):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
