@@ -6,7 +6,8 @@ job.json):
 - the machine: fp32 matmul peak (2048^3, best of several) and memory
   bandwidth (y = x + 1 over 256 MiB: one read and one write per element);
 - per model (the main job's Large+DCN on configs/small_machine.gin; the
-  paper's Large, 4096x4, at batch 512 and 2048), without and with XLA:
+  paper's Large, 4096x4, at batch 512 and 2048), in each of
+  Trainer.jit_compile's modes (no XLA, XLA updates, XLA step):
   the bare step (the trainer's own replica step on one fixed batch, in one
   tf.function) and the trainer's step (Trainer.run, data pipeline and loop
   included, after its first loop), as ms, examples/s, GFLOP/s of the dense
@@ -96,10 +97,14 @@ def machine():
           "bandwidth_gbs": 2 * 4 * (64 << 20) / stream_seconds / 1e9}
 
 
+# Trainer.jit_compile's modes, as the tables name them.
+MODES = {False: "no XLA", "updates": "XLA updates", True: "XLA step"}
+
+
 def _trainer(gin_files, bindings, model_dir, jit):
   gin.clear_config()
   return launch.build_trainer(gin_files, BENCH + bindings + [
-      f"Trainer.jit_compile = {jit}"], model_dir)
+      f"Trainer.jit_compile = {jit!r}"], model_dir)
 
 
 def _matmul_flops(trainer):
@@ -123,7 +128,7 @@ def bare_step(gin_files, bindings, jit, peak):
     trainer = _trainer(gin_files, bindings, model_dir, jit)
     batch = trainer.window.train_batch(tf.constant(0, tf.int64))
     step = trainer.replica_step
-    if jit:
+    if jit is True:
       step = tf.function(step, jit_compile=True)
     n = trainer.steps_per_loop
 
@@ -180,23 +185,35 @@ def optimizers(jit, steps):
   """Plain tf.keras Adagrad, our naive, our Clippy on Large (batch 512):
   the model's step with each, alternated, median ms. Ours compute their
   norms every 50 steps, as the trainer does (Trainer.summary_every_steps),
-  and Clippy once more with norms every step."""
+  and Clippy once more with norms every step. In an uncompiled step, ours
+  both with their update uncompiled and XLA-compiled (fused_update, the
+  trainer's default)."""
   with tempfile.TemporaryDirectory() as model_dir:
     trainer = _trainer(LARGE, LARGE_LOOP, model_dir, jit)
   model = trainer.model
   batch = trainer.window.train_batch(tf.constant(0, tf.int64))
   rate = 0.02
-  makers = {
-      "tf.keras Adagrad": lambda: tf.keras.optimizers.Adagrad(
-          rate, initial_accumulator_value=0.1, epsilon=1e-7),
+  def ours(method, fused=False, every=50):
+    def make():
       # Norms at the trainer's default summary cadence (every 50 steps).
-      "ours: naive": lambda: build_optimizer("naive", rate,
-                                             diagnostics_every=50),
-      "ours: clippy": lambda: build_optimizer("clippy", rate,
-                                              diagnostics_every=50),
-      "ours: clippy, norms every step": lambda: build_optimizer(
-          "clippy", rate),
-  }
+      optimizer = build_optimizer(method, rate, diagnostics_every=every)
+      optimizer.fused_update = fused
+      return optimizer
+    return make
+
+  makers = {"tf.keras Adagrad": lambda: tf.keras.optimizers.Adagrad(
+      rate, initial_accumulator_value=0.1, epsilon=1e-7)}
+  if not jit:
+    makers.update({"ours: naive, update uncompiled": ours("naive"),
+                   "ours: clippy, update uncompiled": ours("clippy"),
+                   "ours: naive, XLA update": ours("naive", True),
+                   "ours: clippy, XLA update": ours("clippy", True),
+                   "ours: clippy, XLA update, norms every step": ours(
+                       "clippy", True, 1)})
+  else:
+    makers.update({"ours: naive": ours("naive"),
+                   "ours: clippy": ours("clippy"),
+                   "ours: clippy, norms every step": ours("clippy", every=1)})
   steps_by_name = {}
   for name, make in makers.items():
     optimizer = make()
@@ -261,8 +278,7 @@ def main(argv):
               "|---|---:|---:|---:|---:|"]
     raw["steps"] = {}
     for title, files, bindings in cases:
-      for jit in (False, True):
-        mode = "XLA" if jit else "no XLA"
+      for jit, mode in MODES.items():
         for kind, fn in (("bare", bare_step), ("trainer", trainer_step)):
           print(f"timing {title}, {kind}, {mode}", flush=True)
           r = fn(files, bindings, jit, peak)
@@ -276,11 +292,11 @@ def main(argv):
            "SyntheticStream.new_items_per_shift = 50000",
            "SyntheticStream.tag_vocab_size = 10000",
            "SyntheticStream.categorical_vocab_sizes = (100, 1000, 10000)"]
-    one = bare_step(MAIN, [], False, peak)
-    tenfold = bare_step(MAIN, ten, False, peak)
+    one = bare_step(MAIN, [], "updates", peak)
+    tenfold = bare_step(MAIN, ten, "updates", peak)
     raw["vocabulary"] = {"1x": one, "10x": tenfold}
     lines += ["## Embedding cost against vocabulary", "",
-              "The main model's bare step (no XLA) with the synthetic "
+              "The main model's bare step (XLA updates) with the synthetic "
               "stream's vocabularies as configured and 10x each (users, "
               "items, new items, tags, categorical features).", "",
               "| vocabularies | ms/step |", "|---|---:|",
@@ -295,7 +311,7 @@ def main(argv):
               "|---|---|---:|---:|"]
     raw["optimizers"] = {}
     for jit in (False, True):
-      mode = "XLA" if jit else "no XLA"
+      mode = "XLA step" if jit else "step uncompiled"
       print(f"timing the optimizers, {mode}", flush=True)
       r = optimizers(jit, 3 * FLAGS.steps)
       raw["optimizers"][mode] = r

@@ -49,6 +49,8 @@ from ranking.stability import (StabilityMonitor, state_is_finite,
                                step_is_finite, zero_if_nonfinite)
 from ranking.summaries import ScalarWriter
 
+# Trainer.jit_compile: no XLA, the optimizers' updates, the whole step.
+JIT_MODES = (False, "updates", True)
 
 @contextlib.contextmanager
 def _dtype_policy(name):
@@ -112,7 +114,7 @@ class Trainer:
                crash_worker: Optional[int] = None,
                strategy: Optional[tf.distribute.Strategy] = None,
                seed: int = 0,
-               jit_compile: bool = False,
+               jit_compile="updates",
                precision: str = "float32",
                allow_config_change: bool = False,
                log: Callable[[str], None] = print):
@@ -150,10 +152,17 @@ class Trainer:
         "mixed_bfloat16" (TPUs: bfloat16 matmuls and activations; weights,
         optimizer state, clipping rules, losses and the monitor stay in
         float32).
-      jit_compile: compile the training step with XLA (bench/job.py: a
-        faster step on CPU, after a compile of seconds that short runs do
-        not win back; TPUStrategy compiles with XLA anyway). Not with a
-        parameter-server strategy.
+      jit_compile: where XLA compiles (bench/job.py measures each):
+        "updates" (default): each optimizer's update of a step, all its
+          variables in one computation (the rules' elementwise passes fused;
+          the model's matmuls stay with TensorFlow's kernels, oneDNN on a
+          CPU, which beat XLA's there). Variables with one copy only: with
+          several replicas, or parameter servers, the updates run
+          uncompiled.
+        True: the whole replica step (one replica), or the gradients (several
+          replicas): XLA's matmuls too, after a compile of seconds. Not with
+          a parameter-server strategy.
+        False: no XLA. TPUStrategy compiles everything with XLA anyway.
       allow_config_change: resume a model_dir whose recorded operative
         config differs in a binding that changes the training (the
         differences are logged); by default that is refused.
@@ -205,11 +214,17 @@ class Trainer:
     self.log = log
     self.strategy = strategy or make_strategy()
     self.role = roles.role_of(self.strategy)
-    if jit_compile and coordinated_loop.is_parameter_server(self.strategy):
-      raise ValueError("Trainer.jit_compile is not supported with a "
+    if jit_compile not in JIT_MODES:
+      raise ValueError("Trainer.jit_compile must be one of "
+                       f"{JIT_MODES}, got {jit_compile!r}.")
+    parameter_server = coordinated_loop.is_parameter_server(self.strategy)
+    if jit_compile is True and parameter_server:
+      raise ValueError("Trainer.jit_compile=True is not supported with a "
                        "parameter-server strategy (its steps run as closures "
-                       "on the workers); set it False.")
-    self.jit_compile = bool(jit_compile)
+                       "on the workers); set it False or 'updates'.")
+    self.jit_compile = jit_compile
+    # The updates are compiled where the variables are local and one copy.
+    fused_update = jit_compile == "updates" and not parameter_server
     self.window = MovingWindow(source)
     self.total_steps = min(self.window.total_steps,
                            max_steps or self.window.total_steps)
@@ -229,9 +244,10 @@ class Trainer:
       self.model(source.rows(tf.range(2)))
       self.dense_optimizer = build_optimizer(
           **self._diagnostics_cadence(summary_every_steps))
+      self.dense_optimizer.fused_update = fused_update
       self.embedding_optimizer = ScaledAdagrad(
           embedding_learning_rate, clipping="naive", record_diagnostics=False,
-          name="embedding_adagrad")
+          fused_update=fused_update, name="embedding_adagrad")
       self.dense_optimizer.build(self.model.dense_variables)
       self.embedding_optimizer.build(self.model.embedding_variables)
       self.monitor = StabilityMonitor(tasks=self.model.tasks)
@@ -299,8 +315,8 @@ class Trainer:
   def replica_step(self, batch):
     """One replica's training step: gradients, then both optimizers'
     updates. Returns (loss, per-task losses, 1.0 if the step was skipped
-    for non-finite values). With jit_compile, XLA compiles all of it on a
-    single replica; with several, the gradients only (the updates'
+    for non-finite values). With jit_compile=True, XLA compiles all of it
+    on a single replica; with several, the gradients only (the updates'
     cross-replica sums run outside)."""
     gradients = self._compiled_gradients or self._gradients
     total, per_task, grads, finite = gradients(batch)
@@ -316,7 +332,7 @@ class Trainer:
     tasks = model.tasks
     replica_step = self.replica_step
     self._compiled_gradients = None  # replica_step's gradients, if compiled
-    if self.jit_compile:
+    if self.jit_compile is True:
       if strategy.num_replicas_in_sync == 1:
         replica_step = tf.function(replica_step, jit_compile=True)
       else:

@@ -24,13 +24,13 @@ def _records(model_dir, split):
 
 
 def _with_and_without_xla(tmp_path, make_strategy=None):
-  """{jit_compile: the trainer} of the SHORT run both ways (each run with
-  a strategy of its own from make_strategy, or the default)."""
+  """{jit_compile: the trainer} of the SHORT run in every mode (each run
+  with a strategy of its own from make_strategy, or the default)."""
   runs = {}
-  for jit in (False, True):
+  for jit in (False, "updates", True):
     kept = {}
     summary, _ = train(str(tmp_path / f"jit{jit}"), SHORT + [
-        f"Trainer.jit_compile={jit}"],
+        f"Trainer.jit_compile={jit!r}"],
                        trainer_hook=lambda t, kept=kept: kept.update(t=t),
                        strategy=make_strategy and make_strategy())
     assert summary["final_step"] == 30, summary
@@ -38,26 +38,42 @@ def _with_and_without_xla(tmp_path, make_strategy=None):
   return runs
 
 
+def _optimizers(trainer):
+  return trainer.dense_optimizer, trainer.embedding_optimizer
+
+
 def test_xla_trains_the_same_steps(tmp_path):
   runs = _with_and_without_xla(tmp_path)
-  assert runs[True].jit_compile and not runs[False].jit_compile
+  # "updates": each optimizer compiled one computation for all its
+  # variables; otherwise none.
+  assert all(len(o._fused.steps) == 1 and o.fused_update  # pylint: disable=protected-access
+             for o in _optimizers(runs["updates"]))
+  for jit in (False, True):
+    assert not any(o.fused_update or o._fused.steps  # pylint: disable=protected-access
+                   for o in _optimizers(runs[jit]))
   # XLA fuses and reorders float32 arithmetic: the same run to rounding.
-  for plain, xla in zip(_weights(runs[False]), _weights(runs[True])):
-    np.testing.assert_allclose(xla, plain, rtol=2e-3, atol=2e-4)
-  plain, xla = (_records(str(tmp_path / f"jit{j}"), "train")
-                for j in (False, True))
-  np.testing.assert_allclose([r["loss/total"] for r in xla],
-                             [r["loss/total"] for r in plain], rtol=1e-4)
+  plain = _records(str(tmp_path / "jitFalse"), "train")
+  for jit in ("updates", True):
+    for want, got in zip(_weights(runs[False]), _weights(runs[jit])):
+      np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+    xla = _records(str(tmp_path / f"jit{jit}"), "train")
+    np.testing.assert_allclose([r["loss/total"] for r in xla],
+                               [r["loss/total"] for r in plain], rtol=1e-4)
 
 
 def test_xla_on_two_replicas_compiles_the_gradients_only(tmp_path):
   # The updates' cross-replica sums cannot be inside an XLA cluster: the
   # gradients are compiled, and the run equals the uncompiled one.
   runs = _with_and_without_xla(tmp_path, strategies.two_cpu_replicas)
+  # Mirrored variables have a copy per replica: "updates" leaves them to
+  # tf-keras's per-variable updates.
   assert runs[True]._compiled_gradients is not None  # pylint: disable=protected-access
-  assert runs[False]._compiled_gradients is None  # pylint: disable=protected-access
-  for plain, xla in zip(_weights(runs[False]), _weights(runs[True])):
-    np.testing.assert_allclose(xla, plain, rtol=2e-3, atol=2e-4)
+  for jit in (False, "updates"):
+    assert runs[jit]._compiled_gradients is None  # pylint: disable=protected-access
+  assert not any(o._fused.steps for o in _optimizers(runs["updates"]))  # pylint: disable=protected-access
+  for jit in ("updates", True):
+    for plain, xla in zip(_weights(runs[False]), _weights(runs[jit])):
+      np.testing.assert_allclose(xla, plain, rtol=2e-3, atol=2e-4)
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_state(
