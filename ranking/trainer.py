@@ -214,7 +214,7 @@ class Trainer:
     self.log = log
     self.strategy = strategy or make_strategy()
     self.role = roles.role_of(self.strategy)
-    if jit_compile not in JIT_MODES:
+    if not (isinstance(jit_compile, bool) or jit_compile == "updates"):
       raise ValueError("Trainer.jit_compile must be one of "
                        f"{JIT_MODES}, got {jit_compile!r}.")
     parameter_server = coordinated_loop.is_parameter_server(self.strategy)

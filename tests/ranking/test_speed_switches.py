@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from optim import ScaledAdagrad
@@ -141,3 +142,10 @@ def test_the_phase_clock_covers_the_run(tmp_path):
   assert set(seconds) == {"setup", "first_loop", "train", "eval",
                           "checkpoint", "summaries"}
   assert all(v > 0 for v in seconds.values()), seconds
+
+
+@pytest.mark.parametrize("value", ["1", "'update'", "None"])
+def test_an_unknown_xla_mode_is_named(tmp_path, value):
+  # 1 == True in Python, but a 1 is not a mode: nothing is compiled for it.
+  with pytest.raises(ValueError, match="Trainer.jit_compile must be one of"):
+    train(str(tmp_path / "run"), [f"Trainer.jit_compile={value}"])
