@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest tests
 
 # The main job's speed and Large's against this machine's peak, the whole
-# job's phases, vocabulary and optimizer costs (about 13 minutes):
+# job's phases, vocabulary and optimizer costs (about 15 minutes):
 # results/bench/job.md.
 bench-job: install
 	$(PY) bench/job.py --output=results/bench/job.md

@@ -20,7 +20,7 @@ job.json):
 - on Large at batch 512, plain tf.keras Adagrad, the project's naive and
   its Clippy, alternated step by step in one run, each compilation mode.
 
-  python bench/job.py                      # about 10 minutes on 2 cores
+  python bench/job.py                      # about 15 minutes on 2 cores
   python bench/job.py --parts=machine,main # a part of it
 """
 
