@@ -52,6 +52,7 @@ from ranking.summaries import ScalarWriter
 # Trainer.jit_compile: no XLA, the optimizers' updates, the whole step.
 JIT_MODES = (False, "updates", True)
 
+
 @contextlib.contextmanager
 def _dtype_policy(name):
   """Keras's global dtype policy is `name` while the model is built (its
@@ -154,9 +155,10 @@ class Trainer:
         float32).
       jit_compile: where XLA compiles (bench/job.py measures each):
         "updates" (default): each optimizer's update of a step, all its
-          variables in one computation (the rules' elementwise passes fused;
-          the model's matmuls stay with TensorFlow's kernels, oneDNN on a
-          CPU, which beat XLA's there). Variables with one copy only: with
+          dense variables in one computation (the rules' elementwise passes
+          fused). The embeddings' sparse updates stay uncompiled, and the
+          model's matmuls stay with TensorFlow's kernels (oneDNN on a CPU,
+          which beat XLA's there). Variables with one copy only: with
           several replicas, or parameter servers, the updates run
           uncompiled.
         True: the whole replica step (one replica), or the gradients (several
