@@ -193,6 +193,7 @@ def optimizers(jit, steps):
   model = trainer.model
   batch = trainer.window.train_batch(tf.constant(0, tf.int64))
   rate = 0.02
+
   def ours(method, fused=False, every=50):
     def make():
       # Norms at the trainer's default summary cadence (every 50 steps).

@@ -63,9 +63,9 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
       computation per variable, and only on GPUs): on a CPU the rule's
       elementwise passes over each weight become one or two, and one launch
       replaces hundreds of small ops (bench/job.py). Only where each
-      variable has a single copy (the default and one-device strategies);
-      mirrored variables, and sparse gradients, take tf-keras's
-      per-variable updates.
+      variable is one local copy (the default and one-device strategies);
+      mirrored variables, variables on parameter servers and sparse
+      gradients take tf-keras's per-variable updates.
   """
 
   def __init__(self,
@@ -169,20 +169,23 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
                                       **kwargs):
     """With fused_update, the dense gradients' updates of the step are one
     XLA computation (their elementwise passes fused, one launch for all
-    variables) when each variable has a single copy; otherwise, and for
-    sparse gradients (their row counts change from step to step, and XLA
-    would compile each anew), tf-keras's per-variable updates."""
+    variables) when each variable is one local copy; otherwise (mirrored
+    copies, variables on parameter servers), and for sparse gradients
+    (their row counts change from step to step, and XLA would compile each
+    anew), tf-keras's per-variable updates."""
     grads_and_vars = list(grads_and_vars)
-    if not self.fused_update or self.use_ema or any(
-        isinstance(v, tf.distribute.DistributedValues)
-        for _, v in grads_and_vars):
+    if not self.fused_update or self.use_ema or isinstance(
+        distribution, tf.distribute.experimental.ParameterServerStrategy
+    ) or any(isinstance(v, tf.distribute.DistributedValues)
+             for _, v in grads_and_vars):
       return super()._distributed_apply_gradients_fn(
           distribution, grads_and_vars, **kwargs)
-    dense = [(g, v) for g, v in grads_and_vars
-             if not isinstance(g, tf.IndexedSlices)]
+    dense = []
     for grad, var in grads_and_vars:
       if isinstance(grad, tf.IndexedSlices):
         self._update_step(grad, var)
+      else:
+        dense.append((grad, var))
     if dense:
       grads, variables = zip(*dense)
       key = tuple(self._var_key(v) for v in variables)

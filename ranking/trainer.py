@@ -219,14 +219,12 @@ class Trainer:
     if not (isinstance(jit_compile, bool) or jit_compile == "updates"):
       raise ValueError("Trainer.jit_compile must be one of "
                        f"{JIT_MODES}, got {jit_compile!r}.")
-    parameter_server = coordinated_loop.is_parameter_server(self.strategy)
-    if jit_compile is True and parameter_server:
+    if jit_compile is True and coordinated_loop.is_parameter_server(
+        self.strategy):
       raise ValueError("Trainer.jit_compile=True is not supported with a "
                        "parameter-server strategy (its steps run as closures "
                        "on the workers); set it False or 'updates'.")
     self.jit_compile = jit_compile
-    # The updates are compiled where the variables are local and one copy.
-    fused_update = jit_compile == "updates" and not parameter_server
     self.window = MovingWindow(source)
     self.total_steps = min(self.window.total_steps,
                            max_steps or self.window.total_steps)
@@ -246,10 +244,12 @@ class Trainer:
       self.model(source.rows(tf.range(2)))
       self.dense_optimizer = build_optimizer(
           **self._diagnostics_cadence(summary_every_steps))
-      self.dense_optimizer.fused_update = fused_update
       self.embedding_optimizer = ScaledAdagrad(
           embedding_learning_rate, clipping="naive", record_diagnostics=False,
-          fused_update=fused_update, name="embedding_adagrad")
+          name="embedding_adagrad")
+      # Each optimizer compiles its updates where its variables allow it.
+      for optimizer in (self.dense_optimizer, self.embedding_optimizer):
+        optimizer.fused_update = jit_compile == "updates"
       self.dense_optimizer.build(self.model.dense_variables)
       self.embedding_optimizer.build(self.model.embedding_variables)
       self.monitor = StabilityMonitor(tasks=self.model.tasks)

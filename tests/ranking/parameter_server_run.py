@@ -70,6 +70,10 @@ def main(model_dir, num_workers, num_ps, *params):
       "table_slots": [_placement(v)
                       for v in trainer.embedding_optimizer.variables
                       if v.shape.rank == 2],
+      # Updates compiled by the optimizers (none: variables on the PS).
+      "fused_updates": sum(len(o._fused.steps)  # pylint: disable=protected-access
+                           for o in (trainer.dense_optimizer,
+                                     trainer.embedding_optimizer)),
       "log": lines,
   }
   del servers

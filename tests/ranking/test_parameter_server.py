@@ -45,6 +45,9 @@ def test_two_workers_two_ps_train_like_mirrored(tmp_path):
   report = json.loads(out.strip().splitlines()[-1])
   summary = report["summary"]
   assert report["strategy"] == "ParameterServerStrategyV2"
+  # The default jit_compile='updates' leaves variables on the PS to
+  # tf-keras's per-variable updates.
+  assert report["fused_updates"] == 0
 
   # The large tables are sharded by rows over both PS tasks; the small
   # ones, and every dense variable, are whole variables on one PS task.
