@@ -18,8 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# The suite in TEST_WORKERS processes (pytest-xdist); a module's tests stay
+# in one process, so its fixtures (a sweep, a trained run) are built once.
+# Most of a test's time is one core's Python (tracing, graph building),
+# so two processes use the second core. TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope tests
 
 # The main job's speed and Large's against this machine's peak, the whole
 # job's phases, vocabulary and optimizer costs (about 15 minutes):

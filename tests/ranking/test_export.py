@@ -177,7 +177,10 @@ def test_export_round_trip_in_a_fresh_process(tmp_path):
     for export_name in ("at_end", "at_40"):
       for signature in ("raw", "examples"):
         got = served[f"{export_name}/{signature}/{task.name}"]
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        # The same weights and graph; the served batch's shape differs from
+        # the evaluation's, so oneDNN may block the matmuls differently:
+        # a few float32 ulps (seen: 2 ulps of 17.5 on an AVX2 CPU).
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     # And the trainer's metric over the served predictions is its result.
     metric = task.make_metric()
     metric.update_state(np.concatenate(labels[task.name]),
