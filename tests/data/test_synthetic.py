@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from data import schema as schema_lib
+from data import synthetic
 from data.synthetic import SyntheticStream
 from tests import reference_metrics
 
@@ -36,6 +37,63 @@ def test_batches_match_the_schema_and_are_deterministic():
   assert np.all((tags[:, 0] >= 0))  # every item has a tag, padding at end
   for label in ("click", "like", "share", "comment"):
     assert set(np.unique(a[label])) <= {0.0, 1.0}
+
+
+def _np_hash(seed, *keys):
+  """The stream's hash of (seed, *keys), written out in numpy: 32-bit
+  multiply-xorshift mixes chained over the keys."""
+  mask = 0xFFFFFFFF
+
+  def fmix(x):
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & mask
+    x = x ^ (x >> 15)
+    x = (x * 0x446CA68B) & mask
+    return x ^ (x >> 16)
+
+  h = fmix(np.int64(seed & mask))
+  for key in keys:
+    h = fmix(h ^ fmix(np.asarray(key, np.int64) & mask))
+  return h
+
+
+def _np_uniform(seed, *keys):
+  return ((_np_hash(seed, *keys).astype(np.float64) + 0.5) / 2.0**32).astype(
+      np.float32)
+
+
+def test_draws_match_the_hash_written_out_in_numpy():
+  """The values come from the documented hash of (seed, row, field, ...):
+  ids exactly, dense draws to float32 rounding (numpy's log and cos)."""
+  seed = 3
+  stream = SyntheticStream(num_days=4, examples_per_day=1000, seed=seed)
+  rows = np.array([0, 1, 17, 500, 998, 999])  # day 0: no shift scaling
+  out = {k: v.numpy() for k, v in stream.rows(tf.constant(rows)).items()}
+
+  u = _np_uniform(seed, rows, synthetic._F_USER).astype(np.float64)
+  a = 1.0 - stream.zipf
+  top = stream.num_users + 1.0
+  users = np.minimum(np.floor(((top**a - 1.0) * u + 1.0)**(1.0 / a)).astype(
+      np.int64) - 1, stream.num_users - 1)
+  np.testing.assert_array_equal(out["user_id"], users)
+
+  n_tags = 1 + _np_hash(seed, synthetic._SALT_TAG, out["item_id"], 0) % (
+      stream.max_tags)
+  np.testing.assert_array_equal(
+      (out["item_tags"] != schema_lib.PAD_ID).sum(axis=1), n_tags)
+
+  d = np.arange(stream.dense_dim)[None, :]
+  col = rows[:, None]
+
+  def normal(field):
+    u1 = _np_uniform(seed, col, field, d, 1).astype(np.float64)
+    u2 = _np_uniform(seed, col, field, d, 2).astype(np.float64)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+  context = normal(synthetic._F_DENSE + 2) * np.exp(
+      0.6 * normal(synthetic._F_DENSE + 3))
+  np.testing.assert_allclose(out["context_dense"], context, rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_ids_follow_a_power_law():
