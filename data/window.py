@@ -238,6 +238,7 @@ class MovingWindow:
                        f"the {replicas} replicas.")
     local = replicas // pipelines
 
+    @tf.autograph.experimental.do_not_convert  # pure TF: nothing to convert
     def batch(i):
       return self.train_batch(i // local, pipeline * local + i % local,
                               replicas)
@@ -276,7 +277,8 @@ class MovingWindow:
       ids = tf.data.Dataset.from_tensor_slices(rows)
     dataset = (ids.batch(batch_size or self.batch_size,
                          drop_remainder=drop_remainder)
-               .map(self.source.rows, num_parallel_calls=tf.data.AUTOTUNE,
+               .map(tf.autograph.experimental.do_not_convert(self.source.rows),
+                    num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True))
     if self.eval_cached(dataset):
       dataset = dataset.cache()

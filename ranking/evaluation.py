@@ -49,7 +49,7 @@ class Evaluator:
         self.losses[task.name].update_state(
             task.per_example_loss(batch[task.name], outputs[task.name]))
 
-    @tf.function
+    @tf.function(autograph=False)  # plain TensorFlow: nothing to convert
     def step(batch):
       strategy.run(replica_step, args=(batch,))
 

@@ -359,10 +359,16 @@ class Trainer:
           strategy, train_step, self.window.train_batch, self._state_finite,
           self.global_step, self.log)
 
-    @tf.function
+    # No AutoGraph: the loop is written as a tf.while_loop, and what it
+    # calls (model, optimizers, monitor) is plain TensorFlow; converting all
+    # of that code cost about a second of the first loop's tracing.
+    @tf.function(autograph=False)
     def train_loop(iterator, steps):
-      for _ in tf.range(steps):
+      def body(i):
         train_step(next(iterator))
+        return (i + 1,)
+      tf.while_loop(lambda i: i < steps, body,
+                    (tf.constant(0, steps.dtype),))
       # The update's result: weights and optimizer slots, once per call.
       return self._state_finite()
 
@@ -374,7 +380,7 @@ class Trainer:
             list(self.dense_optimizer.variables) +
             list(self.embedding_optimizer.variables))
 
-  @tf.function
+  @tf.function(autograph=False)
   def _state_finite(self):
     """Whether the whole state (weights, slots) is finite: one compiled
     call for the loop, each save and each restore."""
@@ -639,7 +645,7 @@ class Trainer:
           f"{self.checkpoint_dir}): is --model_dir {self.model_dir} one "
           "directory shared by every worker?")
 
-  @tf.function
+  @tf.function(autograph=False)
   def _sum_over_replicas(self, values):
     per_replica = self.strategy.run(tf.identity, args=(values,))
     return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
