@@ -50,16 +50,25 @@ _SALT_USER, _SALT_ITEM, _SALT_EFFECT, _SALT_TAG, _SALT_WEIGHT = (
 
 
 def _fmix(x):
-  """A 32-bit integer hash (low-bias multiply-xorshift), in int64 without
-  overflow: operands stay below 2^32 and multipliers below 2^31. Works on
-  numpy int64 arrays and on int64 tensors alike (the same integers)."""
-  ops = tf.bitwise if isinstance(x, tf.Tensor) else np
-  xor, shift, mask = ops.bitwise_xor, ops.right_shift, ops.bitwise_and
-  x = xor(x, shift(x, 16))
-  x = mask(x * 0x7FEB352D, _MASK)
-  x = xor(x, shift(x, 15))
-  x = mask(x * 0x446CA68B, _MASK)
-  return xor(x, shift(x, 16))
+  """A 32-bit integer hash (low-bias multiply-xorshift). On numpy int64
+  values (constants) without overflow: operands stay below 2^32 and
+  multipliers below 2^31, and each product is masked to 32 bits; on uint32
+  tensors the products wrap to the same 32 bits by themselves, in half the
+  memory and time of int64."""
+  if isinstance(x, tf.Tensor):
+    xor, shift = tf.bitwise.bitwise_xor, tf.bitwise.right_shift
+    x = xor(x, shift(x, 16)) * 0x7FEB352D
+    x = xor(x, shift(x, 15)) * 0x446CA68B
+    return xor(x, shift(x, 16))
+  x = np.bitwise_and((x ^ (x >> 16)) * 0x7FEB352D, _MASK)
+  x = np.bitwise_and((x ^ (x >> 15)) * 0x446CA68B, _MASK)
+  return x ^ (x >> 16)
+
+
+def _uint32(x):
+  """A hash value as a uint32 tensor (numpy int64 values are < 2^32)."""
+  return x if isinstance(x, tf.Tensor) else tf.constant(
+      np.asarray(x).astype(np.uint32))
 
 
 def _rowwise_matmul(x, w):
@@ -171,7 +180,7 @@ class SyntheticStream(Source):
   # -- hashed draws -----------------------------------------------------
 
   def _hash(self, *keys, start=None):
-    """The hash of (seed, *keys), int64 in [0, 2^32), broadcast over the
+    """The hash of (seed, *keys), a uint32 tensor broadcast over the
     keys' shapes; `start` is the hash of (seed, *prefix) from an earlier
     call, and the result that of (seed, *prefix, *keys). Constant keys
     (Python ints, numpy arrays) are hashed in numpy, and so is the chain
@@ -181,15 +190,15 @@ class SyntheticStream(Source):
     (the values are the same integers)."""
     h = _fmix(np.int64(self.seed & _MASK)) if start is None else start
     for key in keys:
-      if isinstance(key, tf.Tensor):
-        mixed = _fmix(tf.bitwise.bitwise_and(tf.cast(key, tf.int64), _MASK))
+      if isinstance(key, tf.Tensor):  # cast to uint32 keeps the low 32 bits
+        mixed = _fmix(tf.cast(tf.cast(key, tf.int64), tf.uint32))
       else:
         mixed = _fmix(np.asarray(key, np.int64) & _MASK)
       if isinstance(h, tf.Tensor) or isinstance(mixed, tf.Tensor):
-        h = _fmix(tf.bitwise.bitwise_xor(h, mixed))
+        h = _fmix(tf.bitwise.bitwise_xor(_uint32(h), _uint32(mixed)))
       else:
         h = _fmix(np.bitwise_xor(h, mixed))
-    return tf.convert_to_tensor(h, tf.int64)
+    return _uint32(h)
 
   def _uniform(self, *keys, start=None):
     """Uniform in (0, 1), float32, one per broadcast position of keys."""
@@ -254,7 +263,8 @@ class SyntheticStream(Source):
 
     slots = tf.range(self.max_tags, dtype=tf.int64)[None, :]
     by_item_tag = self._hash(_SALT_TAG, item)
-    n_tags = 1 + self._hash(0, start=by_item_tag) % self.max_tags
+    n_tags = 1 + tf.cast(self._hash(0, start=by_item_tag),
+                         tf.int64) % self.max_tags
     tags = self._zipf(self.tag_vocab_size,
                       np.arange(1, self.max_tags + 1, dtype=np.int64)[None],
                       start=by_item_tag[:, None])
