@@ -49,7 +49,7 @@ RESUME_MAY_DIFFER = (
     "Trainer.allow_config_change", "Trainer.jit_compile", "make_strategy.*",
     "build_optimizer.record_diagnostics", "build_optimizer.diagnostics_every",
     "MovingWindow.min_eval_examples", "Trainer.min_eval_gap_steps",
-    "MovingWindow.eval_cache_bytes",
+    "MovingWindow.eval_cache_bytes", "MovingWindow.prefetch_bytes",
     # Measures the run (ranking/sharpness.py), writes nothing it trains on.
     "SharpnessMonitor.*",
     # What TensorBoard shows (ranking/dashboard.py).

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from data import schema as schema_lib
 from data.source import InMemorySource
@@ -174,9 +175,29 @@ def test_the_evaluation_batches_are_cached_when_they_fit():
           np.concatenate([_rows(b) for b in dataset]), np.arange(100, 150))
 
 
+def test_the_training_batches_are_built_ahead_within_prefetch_bytes():
+  source = _parity_source([10, 20, 30, 40, 50])
+  # 16 bytes a row (see above): a batch of 8 rows is 128 bytes, a
+  # replica's half of it 64.
+  reference = None
+  for budget, per_batch, per_half in ((1000, 7, 15), (100, 1, 1),
+                                      (0, tf.data.AUTOTUNE,
+                                       tf.data.AUTOTUNE)):
+    window = MovingWindow(source, batch_size=8, prefetch_bytes=budget)
+    dataset = window.train_dataset()
+    assert window.prefetch_batches(dataset, 8) == per_batch, budget
+    assert window.prefetch_batches(dataset, 4) == per_half, budget
+    rows = np.concatenate([_rows(b) for b in dataset])
+    if reference is None:
+      reference = rows
+    np.testing.assert_array_equal(rows, reference)  # the same batches
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"eval_sample_rows": 0}, "eval_sample_rows must be >= 1"),
     ({"eval_cache_bytes": -1}, "eval_cache_bytes must be >= 0"),
+    ({"prefetch_bytes": -1}, "prefetch_bytes must be >= 0"),
+    ({"prefetch_bytes": 1.5}, "prefetch_bytes must be a whole number"),
 ])
 def test_bad_evaluation_settings_raise(kwargs, message):
   with pytest.raises(ValueError, match=message):
