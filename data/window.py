@@ -235,16 +235,18 @@ class MovingWindow:
     return rows
 
   def train_dataset(self, start_step: int = 0,
-                    input_context: Optional[tf.distribute.InputContext] = None
-                    ) -> tf.data.Dataset:
-    """Batches of steps start_step .. total_steps - 1, in order.
+                    input_context: Optional[tf.distribute.InputContext] = None,
+                    stop_step: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of steps start_step .. stop_step - 1 (None: total_steps),
+    in order: a run that stops early builds no batches past its end.
 
     With an input_context (strategy.distribute_datasets_from_function), each
     input pipeline yields the per-replica slices of the replicas it feeds,
     step after step.
     """
-    if not 0 <= start_step <= self.total_steps:
-      raise ValueError(f"start_step {start_step} is outside "
+    stop_step = self.total_steps if stop_step is None else stop_step
+    if not 0 <= start_step <= stop_step <= self.total_steps:
+      raise ValueError(f"steps {start_step}..{stop_step} are outside "
                        f"[0, {self.total_steps}].")
     replicas, pipelines, pipeline = 1, 1, 0
     if input_context is not None:
@@ -261,8 +263,7 @@ class MovingWindow:
       return self.train_batch(i // local, pipeline * local + i % local,
                               replicas)
 
-    batches = (tf.data.Dataset.range(start_step * local,
-                                     self.total_steps * local)
+    batches = (tf.data.Dataset.range(start_step * local, stop_step * local)
                .map(batch, num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True))
     return batches.prefetch(self.prefetch_batches(

@@ -462,7 +462,7 @@ class Trainer:
     if coordinated_loop.is_parameter_server(self.strategy):
       return coordinated_loop.StreamPosition(start)
     return iter(self.strategy.distribute_datasets_from_function(
-        lambda ctx: self.window.train_dataset(start, ctx)))
+        lambda ctx: self.window.train_dataset(start, ctx, self.total_steps)))
 
   def _restore(self, prefix: str):
     # Every object of the run must come back: a checkpoint without, say,

@@ -80,6 +80,17 @@ def test_resuming_at_step_k_yields_the_tail_exactly():
     for a, b in zip(tail, full[k:]):
       for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+  # A run that stops at step 4 gets steps k..3 and builds nothing after.
+  for k in (0, 2, 4):
+    head = list(window.train_dataset(start_step=k, stop_step=4))
+    assert len(head) == 4 - k
+    for a, b in zip(head, full[k:4]):
+      np.testing.assert_array_equal(a["user_id"].numpy(),
+                                    b["user_id"].numpy())
+  for start, stop in ((3, 2), (0, window.total_steps + 1)):
+    with pytest.raises(ValueError, match=f"steps {start}..{stop} are "
+                       "outside"):
+      window.train_dataset(start_step=start, stop_step=stop)
   other = next(iter(MovingWindow(stream, batch_size=64, window_days=2,
                                  seed=10).train_dataset()))
   assert not np.array_equal(other["user_id"].numpy(),
