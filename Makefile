@@ -27,8 +27,8 @@ test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope tests
 
 # The main job's speed and Large's against this machine's peak, the whole
-# job's phases, vocabulary and optimizer costs (about 15 minutes):
-# results/bench/job.md.
+# job's phases, vocabulary and optimizer costs (10-15 minutes on 2 AVX-512
+# cores): results/bench/job.md.
 bench-job: install
 	$(PY) bench/job.py --output=results/bench/job.md
 
