@@ -90,7 +90,9 @@ class MovingWindow:
         autotuned buffer, a few batches). A deep buffer lets the input
         pipeline work while the trainer compiles, evaluates or
         checkpoints, instead of beside the training step on the same
-        cores: the main job's training takes 2.4 s less with it.
+        cores: make train takes about 3 s (6%) less with it, and its peak
+        memory is 0.3 GB more. A rollback or an early stop discards what
+        is buffered.
     """
     self.source = source
     self.faults = faults
