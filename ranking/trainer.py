@@ -462,7 +462,9 @@ class Trainer:
     if coordinated_loop.is_parameter_server(self.strategy):
       return coordinated_loop.StreamPosition(start)
     return iter(self.strategy.distribute_datasets_from_function(
-        lambda ctx: self.window.train_dataset(start, ctx, self.total_steps)))
+        # A run resumed past a smaller max_steps trains nothing more.
+        lambda ctx: self.window.train_dataset(
+            start, ctx, max(start, self.total_steps))))
 
   def _restore(self, prefix: str):
     # Every object of the run must come back: a checkpoint without, say,

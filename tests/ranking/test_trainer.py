@@ -137,6 +137,15 @@ def test_a_run_killed_and_restarted_equals_an_uninterrupted_one(tmp_path):
                                err_msg=key)
 
 
+def test_a_resume_past_a_smaller_max_steps_trains_nothing_and_ends(tmp_path):
+  model_dir = str(tmp_path / "run")
+  _train_in_process(model_dir, params=["Trainer.max_steps=20"])
+  trainer, summary = _train_in_process(model_dir,
+                                       params=["Trainer.max_steps=10"])
+  assert int(trainer.global_step.numpy()) == 20  # nothing trained after 20
+  assert summary["final_step"] == 20 and summary["scheduled_steps"] == 10
+
+
 def test_two_replicas_match_one_device(tmp_path):
   assert len(tf.config.list_logical_devices("CPU")) >= 2
   params = ["Trainer.max_steps=30", "Trainer.eval_every_steps=1000"]
