@@ -50,25 +50,15 @@ _SALT_USER, _SALT_ITEM, _SALT_EFFECT, _SALT_TAG, _SALT_WEIGHT = (
 
 
 def _fmix(x):
-  """A 32-bit integer hash (low-bias multiply-xorshift). On numpy int64
-  values (constants) without overflow: operands stay below 2^32 and
-  multipliers below 2^31, and each product is masked to 32 bits; on uint32
-  tensors the products wrap to the same 32 bits by themselves, in half the
-  memory and time of int64."""
-  if isinstance(x, tf.Tensor):
-    xor, shift = tf.bitwise.bitwise_xor, tf.bitwise.right_shift
+  """A 32-bit integer hash (low-bias multiply-xorshift) of uint32 values:
+  a tensor's, or a numpy array's (constants, hashed before tracing). The
+  products wrap to 32 bits by themselves."""
+  ops = tf.bitwise if isinstance(x, tf.Tensor) else np
+  xor, shift = ops.bitwise_xor, ops.right_shift
+  with np.errstate(over="ignore"):  # numpy scalars warn when they wrap
     x = xor(x, shift(x, 16)) * 0x7FEB352D
     x = xor(x, shift(x, 15)) * 0x446CA68B
     return xor(x, shift(x, 16))
-  x = np.bitwise_and((x ^ (x >> 16)) * 0x7FEB352D, _MASK)
-  x = np.bitwise_and((x ^ (x >> 15)) * 0x446CA68B, _MASK)
-  return x ^ (x >> 16)
-
-
-def _uint32(x):
-  """A hash value as a uint32 tensor (numpy int64 values are < 2^32)."""
-  return x if isinstance(x, tf.Tensor) else tf.constant(
-      np.asarray(x).astype(np.uint32))
 
 
 def _rowwise_matmul(x, w):
@@ -188,17 +178,16 @@ class SyntheticStream(Source):
     With the shared prefixes hashed once, rows() is 1,544 ops against 4,863
     with every key hashed in the graph, and traces in under half the time
     (the values are the same integers)."""
-    h = _fmix(np.int64(self.seed & _MASK)) if start is None else start
+    h = _fmix(np.uint32(self.seed & _MASK)) if start is None else start
     for key in keys:
-      if isinstance(key, tf.Tensor):  # cast to uint32 keeps the low 32 bits
+      # The low 32 bits of each key, as the hash reads it.
+      if isinstance(key, tf.Tensor):
         mixed = _fmix(tf.cast(tf.cast(key, tf.int64), tf.uint32))
       else:
-        mixed = _fmix(np.asarray(key, np.int64) & _MASK)
-      if isinstance(h, tf.Tensor) or isinstance(mixed, tf.Tensor):
-        h = _fmix(tf.bitwise.bitwise_xor(_uint32(h), _uint32(mixed)))
-      else:
-        h = _fmix(np.bitwise_xor(h, mixed))
-    return _uint32(h)
+        mixed = _fmix(np.asarray(key, np.int64).astype(np.uint32))
+      tensors = isinstance(h, tf.Tensor) or isinstance(mixed, tf.Tensor)
+      h = _fmix((tf.bitwise if tensors else np).bitwise_xor(h, mixed))
+    return tf.convert_to_tensor(h, tf.uint32)
 
   def _uniform(self, *keys, start=None):
     """Uniform in (0, 1), float32, one per broadcast position of keys."""
@@ -261,14 +250,13 @@ class SyntheticStream(Source):
       cat_effect = tf.reduce_sum(self._normal(_SALT_EFFECT, fields, ids),
                                  axis=1) * (0.8 / np.sqrt(len(fields[0])))
 
-    slots = tf.range(self.max_tags, dtype=tf.int64)[None, :]
+    slots = np.arange(self.max_tags, dtype=np.int64)[None, :]
     by_item_tag = self._hash(_SALT_TAG, item)
     n_tags = 1 + tf.cast(self._hash(0, start=by_item_tag),
                          tf.int64) % self.max_tags
-    tags = self._zipf(self.tag_vocab_size,
-                      np.arange(1, self.max_tags + 1, dtype=np.int64)[None],
+    tags = self._zipf(self.tag_vocab_size, slots + 1,
                       start=by_item_tag[:, None])
-    out["item_tags"] = tf.where(slots < n_tags[:, None], tags,
+    out["item_tags"] = tf.where(n_tags[:, None] > slots, tags,
                                 schema_lib.PAD_ID)
 
     # Dense: user / item features reveal the hidden factors (log-normal,
