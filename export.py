@@ -20,16 +20,18 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ranking import collector  # pylint: disable=g-import-not-at-top
 from ranking import quiet  # pylint: disable=g-import-not-at-top
 
-quiet.import_tensorflow()
+collector.freeze_at_exit()
+with collector.long_lived():  # TensorFlow's modules are never garbage
+  quiet.import_tensorflow()
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
-from ranking import export
-from ranking import integrity
-from ranking import launch
+  from ranking import export
+  from ranking import integrity
+  from ranking import launch
 
 flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_string("export_dir", None, "Where the SavedModel goes.")

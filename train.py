@@ -25,16 +25,18 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ranking import collector  # pylint: disable=g-import-not-at-top
 from ranking import quiet  # pylint: disable=g-import-not-at-top
 
-quiet.import_tensorflow()
+collector.freeze_at_exit()
+with collector.long_lived():  # TensorFlow's modules are never garbage
+  quiet.import_tensorflow()
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
-from ranking import export
-from ranking import launch
-from ranking.trainer import Preempted
+  from ranking import export
+  from ranking import launch
+  from ranking.trainer import Preempted
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
@@ -65,8 +67,9 @@ def main(argv):
     export.check_export_dir(FLAGS.export_dir)
   signal.signal(signal.SIGTERM, _stopped_while_building)
   try:
-    trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
-                                   FLAGS.model_dir)
+    with collector.long_lived():  # the trainer lives as long as the run
+      trainer = launch.build_trainer(FLAGS.gin_file, FLAGS.gin_param,
+                                     FLAGS.model_dir)
   except BaseException as e:  # pylint: disable=broad-except
     # The SystemExit can surface as another error when the signal lands in
     # a callback from TensorFlow's C++ (seen as a bare TypeError).
