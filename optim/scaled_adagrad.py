@@ -124,9 +124,12 @@ class ScaledAdagrad(RuleScaledOptimizer):
 
     if self.accumulator_update == "standard":
       add_to(accumulator, tf.square(grad))
+    # G as the direction reads it: the "clipped" and "delayed" updates below
+    # change the accumulator before a fused update's diagnostics run.
+    accumulated = tf.convert_to_tensor(rows(accumulator))
     def direction_fn():
       return grad * tf.math.rsqrt(
-          rows(accumulator) + tf.constant(self.epsilon, variable.dtype))
+          accumulated + tf.constant(self.epsilon, variable.dtype))
 
     direction = direction_fn()
     sigma = self.scale(grad, rows(variable), direction, lr, variable,

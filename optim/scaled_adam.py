@@ -107,12 +107,16 @@ class ScaledAdam(RuleScaledOptimizer):
       grad = tf.where(step >= self.spike_warmup_steps, clipped, grad)
     m.assign_add((grad - m) * (1 - beta_1))
     v.assign_add((tf.square(grad) - v) * (1 - beta_2))
+    # The moments as the direction reads them (a fused update's diagnostics
+    # run after the weights' updates).
+    m_t, v_t = tf.convert_to_tensor(m), tf.convert_to_tensor(v)
     correction = tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
     def direction_fn():
-      return m * correction / (tf.sqrt(v) + tf.constant(self.epsilon, dtype))
+      return m_t * correction / (tf.sqrt(v_t) + tf.constant(self.epsilon,
+                                                            dtype))
 
     direction = direction_fn()
-    v_hat = (tf.convert_to_tensor(v) / (1 - tf.pow(beta_2, step))
+    v_hat = (v_t / (1 - tf.pow(beta_2, step))
              if self._rule.needs_second_moment else None)
     sigma = self.scale(grad, variable, direction, lr, variable,
                        second_moment=v_hat, direction_fn=direction_fn)

@@ -40,6 +40,12 @@ def diagnostics_vector(grad, var, direction, sigma) -> tf.Tensor:
   ])
 
 
+def _sigma_only(stored, sigma) -> tf.Tensor:
+  """The diagnostics vector of a step off the norms' cadence: this step's
+  sigma_t, the norms kept from the last step that computed them."""
+  return tf.concat([tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)
+
+
 class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
   """A Keras optimizer whose per-variable step is scaled by a clipping rule.
 
@@ -95,7 +101,8 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
     self.fused_update = bool(fused_update)
     # {variables' keys: their compiled update}, in a plain object: an
     # attribute dict would be tracked, and saved with the checkpoints.
-    self._fused = types.SimpleNamespace(steps={})
+    # pending: a fused update's diagnostics, stored together at its end.
+    self._fused = types.SimpleNamespace(steps={}, pending=None)
     self._scaled_variables = []
     self._diagnostics = []
 
@@ -155,15 +162,36 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
       stored = self.slot(self._diagnostics, variable)
       if self.diagnostics_every == 1:
         stored.assign(diagnostics_vector(grad, var, direction, sigma))
+      elif self._fused.pending is not None:
+        # In a fused update: one conditional for every variable (see
+        # _store_diagnostics), with the weight as it is before its update.
+        self._fused.pending.append(
+            (stored, grad, tf.convert_to_tensor(var),
+             direction_fn or (lambda: direction), sigma))
       else:
         stored.assign(tf.cond(
             self._diagnostics_due(),
             lambda: diagnostics_vector(
                 grad, var, direction_fn() if direction_fn else direction,
                 sigma),
-            lambda: tf.concat(
-                [tf.reshape(tf.reduce_min(sigma), [1]), stored[1:]], 0)))
+            lambda: _sigma_only(stored, sigma)))
     return sigma
+
+  def _store_diagnostics(self, pending):
+    """Stores the diagnostics of a fused update's variables under one
+    conditional. One per variable (30 in the main job, each two branch
+    graphs to trace and compile) made make train's first loop 4.2-4.6 s
+    against 3.8-4.0 s."""
+    if not pending:
+      return
+    values = tf.cond(
+        self._diagnostics_due(),
+        lambda: [diagnostics_vector(grad, var, direction_fn(), sigma)
+                 for _, grad, var, direction_fn, sigma in pending],
+        lambda: [_sigma_only(stored, sigma)
+                 for stored, _, _, _, sigma in pending])
+    for (stored, *_), value in zip(pending, values):
+      stored.assign(value)
 
   def _distributed_apply_gradients_fn(self, distribution, grads_and_vars,
                                       **kwargs):
@@ -191,9 +219,15 @@ class RuleScaledOptimizer(tf.keras.optimizers.Optimizer):
       key = tuple(self._var_key(v) for v in variables)
       if key not in self._fused.steps:
         def fused(grads, variables=variables):
-          for grad, var in zip(grads, variables):
-            self._update_step(grad, var)
-        self._fused.steps[key] = tf.function(fused, jit_compile=True)
+          self._fused.pending = []
+          try:
+            for grad, var in zip(grads, variables):
+              self._update_step(grad, var)
+            self._store_diagnostics(self._fused.pending)
+          finally:
+            self._fused.pending = None
+        self._fused.steps[key] = tf.function(fused, jit_compile=True,
+                                             autograph=False)
       self._fused.steps[key](list(grads))
     return self.iterations.assign_add(1)
 

@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 
 from optim import build_optimizer
+from optim.scaled_adagrad import ScaledAdagrad
+from optim.scaled_adam import ScaledAdam
 from tests import strategies
 
 GLOBAL_BATCH, STEPS, VOCAB = 32, 15, 50
@@ -128,3 +130,41 @@ def test_fused_update_leaves_mirrored_variables_to_tf_keras():
   one, _ = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), "clippy")
   for a, b in zip(two, one):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ScaledAdagrad(0.5, clipping="clippy", diagnostics_every=2),
+    lambda: ScaledAdagrad(0.5, clipping="clippy", diagnostics_every=2,
+                          accumulator_update="clipped"),
+    lambda: ScaledAdagrad(0.5, clipping="gc", diagnostics_every=2,
+                          clipping_params={"clip_norm": 0.5},
+                          accumulator_update="delayed"),
+    lambda: ScaledAdam(0.5, clipping="clippy", diagnostics_every=2),
+], ids=["adagrad", "adagrad-clipped", "adagrad-delayed", "adam"])
+def test_a_fused_update_stores_the_diagnostics_the_per_variable_one_does(
+    make):
+  """The fused update stores every variable's diagnostics under one
+  conditional after the updates: the norms must still be those of the
+  weight, accumulator and direction before each variable's update."""
+  rng = np.random.default_rng(3)
+  start = [rng.normal(size=(3, 4)), rng.normal(size=(4,))]
+  grads = [[rng.normal(size=w.shape) * (i + 1) for w in start]
+           for i in range(5)]
+  diagnostics = {}
+  for fused in (False, True):
+    variables = [tf.Variable(w, dtype=tf.float32, name=f"w{j}")
+                 for j, w in enumerate(start)]
+    optimizer = make()
+    optimizer.fused_update = fused
+    step = tf.function(lambda g, o=optimizer, v=variables: o.apply_gradients(
+        zip(g, v)))
+    seen = []
+    for g in grads:
+      step([tf.constant(x, tf.float32) for x in g])
+      seen.append([d.numpy() for d in optimizer._diagnostics])  # pylint: disable=protected-access
+    diagnostics[fused] = np.array(seen)
+    assert bool(optimizer._fused.steps) == fused  # pylint: disable=protected-access
+  # Refreshed on steps 2 and 4 (grad norm, ratios), sigma on every step.
+  assert np.all(diagnostics[True][1:, :, 1] > 0)
+  np.testing.assert_allclose(diagnostics[True], diagnostics[False],
+                             rtol=1e-5, atol=1e-6)
