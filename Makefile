@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test train bench-job bench-file-source table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge table3 table3-calibrate table3-report bench-optim bench-data bench-on-disk bench-rollback bench-sharpness sharpness sharpness-report clean
+.PHONY: install test train bench-job bench-update-passes bench-file-source table2 table2-calibrate table2-kuairand table2-movielens table2-report table2-rejudge table3 table3-calibrate table3-report bench-optim bench-data bench-on-disk bench-rollback bench-sharpness sharpness sharpness-report clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: install
 # cores): results/bench/job.md.
 bench-job: install
 	$(PY) bench/job.py --output=results/bench/job.md
+
+# Clippy's update against Adagrad's on Large's weights, pass by pass
+# (under a minute): results/bench/update_passes.md.
+bench-update-passes: install
+	$(PY) bench/update_passes.py --output=results/bench/update_passes.md
 
 # Peak memory of loading a 1M- and a 5M-row Parquet log (about 8 minutes):
 # results/bench/file_source_memory.md.
