@@ -41,9 +41,14 @@ from optim import ScaledAdagrad
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "results/bench/update_passes.md",
                     "Markdown report; raw numbers go beside it (.json).")
-flags.DEFINE_integer("variables", 4, "Weights updated per call.")
+flags.DEFINE_integer("variables", 4, "Weights updated per call.",
+                     lower_bound=1)
 flags.DEFINE_list("shape", ["4096", "4096"], "Shape of each weight.")
-flags.DEFINE_integer("calls", 15, "Timed calls per case (median reported).")
+flags.register_validator(
+    "shape", lambda s: all(d.isdigit() and int(d) > 0 for d in s),
+    "--shape must be positive integers, e.g. --shape=4096,4096")
+flags.DEFINE_integer("calls", 15, "Timed calls per case (median reported).",
+                     lower_bound=1)
 
 LR, EPS, REL, ABS = 0.02, 1e-7, 0.5, 1e-2
 
