@@ -1,7 +1,7 @@
 """Evaluates a run's checkpoints on its held-out day (next-day AUC / RMSE).
 
   python eval.py --model_dir=/tmp/run                    # the latest checkpoint
-  python eval.py --model_dir=/tmp/run --checkpoint=/tmp/run/checkpoints/ckpt-200
+  python eval.py --model_dir=/tmp/run --checkpoint=200    # step 200's (or ckpt-200, or a path)
   python eval.py --model_dir=/tmp/run --watch            # a sidecar evaluator
 
 Reads the run's operative_config.gin unless --gin_file is given; a config
@@ -41,8 +41,9 @@ flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
                           "operative_config.gin).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the "
-                    "latest).")
+flags.DEFINE_string("checkpoint", None, "A step number, a checkpoint name "
+                    "(ckpt-N) or a path (default: the newest intact "
+                    "checkpoint).")
 flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint.")
 flags.DEFINE_integer("timeout", 600, "With --watch: seconds to wait for a "
                      "new checkpoint before stopping.")
@@ -69,7 +70,7 @@ def main(argv):
     print(line, flush=True)
 
   if FLAGS.checkpoint:
-    paths = [FLAGS.checkpoint]
+    paths = [launch.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint)]
   elif FLAGS.watch:
     paths = tf.train.checkpoints_iterator(checkpoints_dir,
                                           timeout=FLAGS.timeout)

@@ -5,7 +5,7 @@
 
 Rebuilds the run's model from its operative_config.gin (or --gin_file),
 restores the weights of the newest intact checkpoint (or --checkpoint: a
-step number or a checkpoint path) and writes a SavedModel with two
+step number, a name ckpt-N or a checkpoint path) and writes a SavedModel with two
 signatures: "serving_default" (one tensor per feature) and "examples"
 (serialized tf.Example protos); see ranking/export.py. The export is
 written beside --export_dir and renamed into place; an existing directory
@@ -35,21 +35,15 @@ with collector.long_lived():  # TensorFlow's modules are never garbage
 
 flags.DEFINE_string("model_dir", None, "Directory of the run.")
 flags.DEFINE_string("export_dir", None, "Where the SavedModel goes.")
-flags.DEFINE_string("checkpoint", None, "A step number or a checkpoint path "
-                    "(default: the newest intact checkpoint).")
+flags.DEFINE_string("checkpoint", None, "A step number, a checkpoint name "
+                    "(ckpt-N) or a path (default: the newest intact "
+                    "checkpoint).")
 flags.DEFINE_multi_string("gin_file", [], "Gin files (default: the run's "
                           "operative_config.gin).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied last.")
 flags.DEFINE_bool("allow_gin_imports", False, "Let the operative_config.gin "
                   "read from --model_dir import modules / include files.")
 FLAGS = flags.FLAGS
-
-
-def checkpoint_path(model_dir: str, checkpoint) -> str:
-  """--checkpoint as a prefix: a step N is model_dir/checkpoints/ckpt-N."""
-  if checkpoint and checkpoint.isdigit():
-    return os.path.join(model_dir, "checkpoints", f"ckpt-{int(checkpoint)}")
-  return checkpoint
 
 
 def main(argv):
@@ -62,7 +56,7 @@ def main(argv):
   # The run's data source gives the schema the model was built for.
   model = export.fresh_model(launch.build_source())
   checkpoints_dir = os.path.join(FLAGS.model_dir, "checkpoints")
-  path = checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint)
+  path = launch.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint)
   if path:
     try:
       export.read_weights(path, model)

@@ -338,7 +338,9 @@ def checkpoint_files(prefix: str) -> List[str]:
   directory, base = os.path.split(prefix)
   if not os.path.isdir(directory or "."):
     return []
-  return sorted(os.path.join(directory, n) for n in os.listdir(directory)
+  # A bare name ('ckpt-120', '120') is in the working directory.
+  return sorted(os.path.join(directory, n)
+                for n in os.listdir(directory or ".")
                 if n.startswith(base + ".") and _CKPT.match(n))
 
 

@@ -40,6 +40,20 @@ def prepare_model_dir(model_dir: str):
     raise PermissionError(f"model_dir {model_dir} is not writable.")
 
 
+def checkpoint_path(model_dir: str, checkpoint: str) -> str:
+  """--checkpoint of eval.py and export.py as a checkpoint prefix: a step N
+  is model_dir/checkpoints/ckpt-N, and so is a bare name ckpt-N that is not
+  a checkpoint in the working directory; a path (or None) stays as given."""
+  if not checkpoint:
+    return checkpoint
+  if checkpoint.isdigit():
+    return os.path.join(model_dir, "checkpoints", f"ckpt-{int(checkpoint)}")
+  if (not os.path.dirname(checkpoint) and not integrity.checkpoint_files(
+      checkpoint)):
+    return os.path.join(model_dir, "checkpoints", checkpoint)
+  return checkpoint
+
+
 def build_source():
   """The run's data source as the parsed gin binds Trainer.source (e.g.
   @SyntheticStream()), built without the rest of the trainer (export.py

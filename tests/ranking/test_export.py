@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from data.synthetic import SyntheticStream
-from ranking import export, launch
+from ranking import export, integrity, launch
 from ranking.export import export_saved_model, serving_signature
 from ranking.model import build_model
 from tests.runs import TINY
@@ -187,3 +187,23 @@ def test_export_round_trip_in_a_fresh_process(tmp_path):
                         served[f"at_end/examples/{task.name}"])
     key = f"{task.name}/{task.metric_name}"
     assert abs(float(metric.result()) - summary["final_metrics"][key]) <= 1e-6
+
+
+def test_checkpoint_flag_takes_a_step_a_name_or_a_path(tmp_path,
+                                                       monkeypatch):
+  # eval.py's and export.py's --checkpoint: '120' and 'ckpt-120' are the
+  # run's own ckpt-120 (eval.py crashed on a bare name, listing '').
+  checkpoints = tmp_path / "run" / "checkpoints"
+  checkpoints.mkdir(parents=True)
+  for suffix in ("index", "data-00000-of-00001"):
+    (checkpoints / f"ckpt-120.{suffix}").write_text("")
+  run, expected = str(tmp_path / "run"), str(checkpoints / "ckpt-120")
+  monkeypatch.chdir(tmp_path)
+  assert launch.checkpoint_path(run, "120") == expected
+  assert launch.checkpoint_path(run, "ckpt-120") == expected
+  assert launch.checkpoint_path(run, expected) == expected
+  assert launch.checkpoint_path(run, None) is None
+  # A checkpoint of that name in the working directory is that one.
+  (tmp_path / "ckpt-120.index").write_text("")
+  assert integrity.checkpoint_files("ckpt-120") == ["ckpt-120.index"]
+  assert launch.checkpoint_path(run, "ckpt-120") == "ckpt-120"
