@@ -84,9 +84,21 @@ def check_export_dir(path: str) -> str:
 
   Raises:
     ValueError: it exists and is something else (a run directory, say),
-      which an export would replace.
+      which an export would replace; or a folder on its way is a file.
+    PermissionError: the folder it would be made in is not writable.
   """
   path = os.path.abspath(path)
+  # The nearest folder that exists: the export (and its temporary folder
+  # beside it) is made there, so a run with --export_dir learns of a bad
+  # path before it trains, not after.
+  folder = os.path.dirname(path)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f"export_dir {path}: {folder} is a file, not a "
+                     "folder.")
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise PermissionError(f"export_dir {path}: {folder} is not writable.")
   if os.path.exists(path) and not (
       os.path.isfile(os.path.join(path, "saved_model.pb")) or
       (os.path.isdir(path) and not os.listdir(path))):

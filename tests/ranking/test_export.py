@@ -83,6 +83,22 @@ def test_an_export_never_replaces_what_is_not_an_export(tmp_path):
   assert export.check_export_dir(str(tmp_path / "empty")).endswith("empty")
 
 
+def test_an_export_dir_that_cannot_be_made_is_refused_up_front(
+    tmp_path, monkeypatch):
+  # train.py --export_dir checks it before training: these used to fail
+  # with TensorFlow's error after the whole run.
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(ValueError, match=r"afile is a file, not a folder"):
+    export.check_export_dir(str(tmp_path / "afile" / "sub" / "export"))
+  deep = tmp_path / "a" / "b" / "export"
+  assert export.check_export_dir(str(deep)) == str(deep)
+  # Root may write anywhere, so the permission is what os.access says.
+  monkeypatch.setattr(export.os, "access",
+                      lambda p, mode: p != str(tmp_path))
+  with pytest.raises(PermissionError, match=f"{tmp_path} is not writable"):
+    export.check_export_dir(str(deep))
+
+
 class _Diverged:
   model_dir = "/runs/r"
 
