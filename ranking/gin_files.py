@@ -6,8 +6,10 @@ loading TensorFlow; the configurables a file binds must be registered by
 the caller (ranking.launch registers every training one).
 """
 
+import difflib
 import math
 import os
+import sys
 import typing
 from typing import List, Sequence
 
@@ -101,6 +103,51 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]):
   gin.parse_config_files_and_bindings([resolve(p) for p in gin_files],
                                       gin_params)
   check_number_bindings()
+  for line in unused_macro_warnings():
+    print(line, file=sys.stderr, flush=True)
+
+
+def _macro_name(value):
+  """NAME of a %NAME reference, else None."""
+  selector = getattr(value, "_scoped_selector", "")
+  if (isinstance(value, gin_config.ConfigurableReference) and
+      selector.endswith("/gin.macro")):
+    return selector[:-len("/gin.macro")]
+  return None
+
+
+def _macros_referenced(value, found: set):
+  name = _macro_name(value)
+  if name is not None:
+    found.add(name)
+  elif isinstance(value, (list, tuple, set, frozenset)):
+    for item in value:
+      _macros_referenced(item, found)
+  elif isinstance(value, dict):
+    for item in list(value.keys()) + list(value.values()):
+      _macros_referenced(item, found)
+
+
+def unused_macro_warnings() -> List[str]:
+  """A warning for every gin macro bound (NAME = value) that no binding
+  reads (%NAME): it changes nothing, which is what a misspelt one does
+  (--gin_param=LEARNIN_RATE=0.05 trains at LEARNING_RATE). A warning, not
+  an error: a sweep may bind a macro for every run of its grid that only
+  some of them read."""
+  defined, used = set(), set()
+  for (scope, selector), params in gin_config._CONFIG.items():  # pylint: disable=protected-access
+    if selector == "gin.macro":
+      defined.add(scope)
+    for value in params.values():
+      _macros_referenced(value, used)
+  lines = []
+  for name in sorted(defined - used):
+    by_upper = {u.upper(): u for u in used}
+    close = difflib.get_close_matches(name.upper(), list(by_upper), n=1)
+    hint = f"; did you mean {by_upper[close[0]]}?" if close else ""
+    lines.append(f"WARNING: gin macro {name} is bound but no binding reads "
+                 f"%{name}, so it changes nothing{hint}")
+  return lines
 
 
 def _number_kinds(annotation) -> set:

@@ -7,7 +7,7 @@ import re
 import gin
 import pytest
 
-from ranking import launch
+from ranking import gin_files, launch
 from sweeps import kinds as sweeps_main
 from sweeps import ablation  # registers Ablation (table3*.gin)
 from sweeps import grid  # registers Sweep, which the table2*.gin files bind
@@ -36,6 +36,29 @@ def test_config_parses(path):
     with open(path) as f:
       required = re.findall(r"^(\S+) = %gin.REQUIRED", f.read(), re.M)
     launch.parse_gin([path], [f"{name} = 'placeholder'" for name in required])
+    # Every macro a shipped file binds is read by a binding.
+    assert not gin_files.unused_macro_warnings()
+  finally:
+    gin.clear_config()
+
+
+def test_a_macro_nothing_reads_is_named_with_the_one_meant():
+  gin.clear_config()
+  try:
+    launch.parse_gin(["configs/large_dcn_clippy.gin"],
+                     ["LEARNIN_RATE = 0.05", "learning_rate = 0.05",
+                      "UNRELATED = 1", "LEARNING_RATE = 0.03"])
+    assert gin_files.unused_macro_warnings() == [
+        f"WARNING: gin macro {name} is bound but no binding reads %{name}, "
+        f"so it changes nothing{hint}" for name, hint in (
+            ("LEARNIN_RATE", "; did you mean LEARNING_RATE?"),
+            ("UNRELATED", ""),
+            ("learning_rate", "; did you mean LEARNING_RATE?"))]
+    # A macro read inside a list counts as read.
+    gin.clear_config()
+    launch.parse_gin(["configs/large_dcn_clippy.gin"],
+                     ["MY_WIDTH = 8", "build_model.bottom_widths = [%MY_WIDTH]"])
+    assert not gin_files.unused_macro_warnings()
   finally:
     gin.clear_config()
 
