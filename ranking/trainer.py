@@ -416,8 +416,9 @@ class Trainer:
         self.checkpoint_dir):
       raise NotADirectoryError(f"{self.checkpoint_dir} is not a directory; "
                                "the run keeps its checkpoints there.")
-    integrity.check_resume_config(self.model_dir, gin.operative_config_str(),
-                                  self.allow_config_change, self.log)
+    superseded = integrity.check_resume_config(
+        self.model_dir, gin.operative_config_str(), self.allow_config_change,
+        self.log)
     integrity.check_resume_data(self.model_dir, self.window,
                                 self.allow_config_change, self.log)
     chief = self.role.chief
@@ -438,6 +439,9 @@ class Trainer:
     self._apply_rates()
     if not chief:
       return restored
+    if superseded and restored:
+      integrity.keep_superseded_config(
+          self.model_dir, int(self.global_step.numpy()), self.log)
     integrity.write_text_atomically(
         os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
         gin.operative_config_str())

@@ -296,6 +296,29 @@ def test_allow_config_change_resumes_and_logs_the_differences(run_copy):
   after = [r for r in records(run_copy, "train") if r["step"] > 120]
   assert after and all(r["learning_rate"] == pytest.approx(0.01)
                        for r in after)
+  # The run keeps the settings its first 120 steps trained with.
+  kept = os.path.join(run_copy, "operative_config.until-step-120.gin")
+  assert f"the settings of steps 1..120 are kept in {kept}" in log
+  with open(kept) as f:
+    assert "LEARNING_RATE = 0.02" in f.read()
+  with open(os.path.join(run_copy, "operative_config.gin")) as f:
+    assert "LEARNING_RATE = 0.01" in f.read()
+
+
+def test_a_superseded_config_is_kept_once_per_step(tmp_path):
+  # Changed twice at step 5 with nothing trained between: the settings
+  # steps 1..5 trained with are the first ones, and stay.
+  config = tmp_path / "operative_config.gin"
+  config.write_text("LEARNING_RATE = 0.02\n")
+  lines = []
+  kept = integrity.keep_superseded_config(str(tmp_path), 5, lines.append)
+  assert kept == str(tmp_path / "operative_config.until-step-5.gin")
+  config.write_text("LEARNING_RATE = 0.05\n")
+  assert integrity.keep_superseded_config(str(tmp_path), 5,
+                                          lines.append) == kept
+  with open(kept) as f:
+    assert f.read() == "LEARNING_RATE = 0.02\n"
+  assert lines == [f"the settings of steps 1..5 are kept in {kept}"] * 2
 
 
 def test_resume_on_other_data_is_refused(run_copy):
