@@ -140,9 +140,8 @@ def unused_macro_warnings() -> List[str]:
       defined.add(scope)
     for value in params.values():
       _macros_referenced(value, used)
-  lines = []
+  lines, by_upper = [], {u.upper(): u for u in used}
   for name in sorted(defined - used):
-    by_upper = {u.upper(): u for u in used}
     close = difflib.get_close_matches(name.upper(), list(by_upper), n=1)
     hint = f"; did you mean {by_upper[close[0]]}?" if close else ""
     lines.append(f"WARNING: gin macro {name} is bound but no binding reads "
