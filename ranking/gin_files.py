@@ -159,12 +159,10 @@ def _number_kinds(annotation) -> set:
 def _bound_value(value):
   """A binding's value with macros followed (other references as such)."""
   for _ in range(20):
-    selector = getattr(value, "_scoped_selector", "")
-    if not (isinstance(value, gin_config.ConfigurableReference) and
-            selector.endswith("/gin.macro")):
+    name = _macro_name(value)
+    if name is None:
       break
-    macro = gin_config._CONFIG.get((selector[:-len("/gin.macro")],  # pylint: disable=protected-access
-                                    "gin.macro"), {})
+    macro = gin_config._CONFIG.get((name, "gin.macro"), {})  # pylint: disable=protected-access
     if "value" not in macro:
       break
     value = macro["value"]
