@@ -204,9 +204,9 @@ def check_resume_config(model_dir: str, current: str,
   """Refuses to resume a run in `model_dir` with other settings.
 
   Returns:
-    The differences (recorded -> now) that `allow_change` let through on
-    a run with checkpoints: the recorded config then describes the steps
-    trained so far (see keep_superseded_config); else [].
+    The recorded config's text when `allow_change` let differences
+    through on a run with checkpoints: it then describes the steps trained
+    so far (see keep_superseded_config); else None.
 
   Raises:
     ValueError: the recorded operative config differs in a binding that
@@ -220,7 +220,7 @@ def check_resume_config(model_dir: str, current: str,
     if resuming and not allow_change:
       raise ValueError(f"{model_dir} has checkpoints but no {OPERATIVE_CONFIG}"
                        ": its settings cannot be checked. " + _HINT)
-    return []
+    return None
   try:
     with open(path) as f:
       recorded = f.read()
@@ -232,22 +232,22 @@ def check_resume_config(model_dir: str, current: str,
       log(f"cannot read {path} ({e}); "
           + ("resuming anyway" if resuming else "no checkpoint: starting "
              "afresh"))
-      return []
+      return None
     raise ValueError(f"Cannot read the recorded config {path}: {e}. "
                      + _HINT) from e
   if differences and not resuming:
     log(f"{model_dir} has no checkpoint, so nothing trained with its "
         f"recorded settings is resumed: starting afresh with the new ones "
         f"(recorded -> now):\n  " + "\n  ".join(differences))
-    return []
+    return None
   _refuse_unless_allowed(model_dir, differences, "with other settings",
                          "with changed settings", allow_change, log)
-  return differences
+  return recorded if differences else None
 
 
-def keep_superseded_config(model_dir: str, step: int,
+def keep_superseded_config(model_dir: str, step: int, recorded: str,
                            log: Callable[[str], None] = print) -> str:
-  """Keeps the recorded operative config, which an allowed change of
+  """Keeps `recorded`, the operative config that an allowed change of
   settings is about to replace, as operative_config.until-step-<step>.gin:
   the settings the run's steps up to `step` trained with. An existing one
   is kept (no step trained since it was written, so it is still the
@@ -255,8 +255,7 @@ def keep_superseded_config(model_dir: str, step: int,
   kept = os.path.join(model_dir, OPERATIVE_CONFIG.replace(
       ".gin", f".until-step-{step}.gin"))
   if not os.path.exists(kept):
-    with open(os.path.join(model_dir, OPERATIVE_CONFIG)) as f:
-      write_text_atomically(kept, f.read())
+    write_text_atomically(kept, recorded)
   log(f"the settings of steps 1..{step} are kept in {kept}")
   return kept
 

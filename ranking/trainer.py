@@ -439,9 +439,9 @@ class Trainer:
     self._apply_rates()
     if not chief:
       return restored
-    if superseded and restored:
+    if superseded is not None and restored:
       integrity.keep_superseded_config(
-          self.model_dir, int(self.global_step.numpy()), self.log)
+          self.model_dir, int(self.global_step.numpy()), superseded, self.log)
     integrity.write_text_atomically(
         os.path.join(self.model_dir, integrity.OPERATIVE_CONFIG),
         gin.operative_config_str())

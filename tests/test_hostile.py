@@ -308,14 +308,12 @@ def test_allow_config_change_resumes_and_logs_the_differences(run_copy):
 def test_a_superseded_config_is_kept_once_per_step(tmp_path):
   # Changed twice at step 5 with nothing trained between: the settings
   # steps 1..5 trained with are the first ones, and stay.
-  config = tmp_path / "operative_config.gin"
-  config.write_text("LEARNING_RATE = 0.02\n")
   lines = []
-  kept = integrity.keep_superseded_config(str(tmp_path), 5, lines.append)
+  kept = integrity.keep_superseded_config(
+      str(tmp_path), 5, "LEARNING_RATE = 0.02\n", lines.append)
   assert kept == str(tmp_path / "operative_config.until-step-5.gin")
-  config.write_text("LEARNING_RATE = 0.05\n")
-  assert integrity.keep_superseded_config(str(tmp_path), 5,
-                                          lines.append) == kept
+  assert integrity.keep_superseded_config(
+      str(tmp_path), 5, "LEARNING_RATE = 0.05\n", lines.append) == kept
   with open(kept) as f:
     assert f.read() == "LEARNING_RATE = 0.02\n"
   assert lines == [f"the settings of steps 1..5 are kept in {kept}"] * 2
