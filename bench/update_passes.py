@@ -8,8 +8,9 @@ benchmark times, on `--variables` weights of `--shape` (Large's 4096x4096
 kernels) in one XLA computation each, alternated call by call:
 
 - Adagrad's update written out (G += g^2; w -= eta g / sqrt(G + eps));
-- the reduction alone (Clippy's max_i |r_i| / (lambda_rel |w_i| +
-  lambda_abs)), the pass Clippy adds;
+- the reduction alone (`optim.rules.clippy_scale`, max_i |r_i| /
+  (lambda_rel |w_i| + lambda_abs), at the paper's lambdas), the pass Clippy
+  adds;
 - the project's ScaledAdagrad, naive and Clippy, as the trainer runs them
   (fused_update=True, diagnostics off);
 - a one-pass attempt: apply the step with sigma = 1 while reducing, and
@@ -36,7 +37,7 @@ from ranking import quiet
 tf = quiet.import_tensorflow()
 
 from bench import report  # pylint: disable=g-import-not-at-top
-from optim import ScaledAdagrad
+from optim import ScaledAdagrad, rules
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "results/bench/update_passes.md",
@@ -50,7 +51,14 @@ flags.register_validator(
 flags.DEFINE_integer("calls", 15, "Timed calls per case (median reported).",
                      lower_bound=1)
 
-LR, EPS, REL, ABS = 0.02, 1e-7, 0.5, 1e-2
+LR, EPS = 0.02, 1e-7
+ADAGRAD = "Adagrad's update, written out"
+REDUCTION = "Clippy's reduction alone"
+
+
+def _direction(g, acc):
+  """r = g / sqrt(G + g^2 + eps): Adagrad's, with this step's g^2 in G."""
+  return g * tf.math.rsqrt(acc + g * g + EPS)
 
 
 def cases(shape, n):
@@ -68,26 +76,22 @@ def cases(shape, n):
 
   @tf.function(jit_compile=True, autograph=False)
   def reduction(gs):
-    return [tf.reduce_max(tf.abs(g) * tf.math.rsqrt(acc + g * g + EPS) /
-                          (REL * tf.abs(w) + ABS))
+    return [rules.clippy_scale(g, w, _direction(g, acc), LR)
             for w, acc, g in zip(ws, accs, gs)]
 
   @tf.function(jit_compile=True, autograph=False)
   def one_pass(gs):
     for w, acc, g in zip(ws, accs, gs):
-      new_acc = acc + g * g
-      r = g * tf.math.rsqrt(new_acc + EPS)
+      r = _direction(g, acc)
       old = tf.convert_to_tensor(w)
-      sigma = tf.minimum(1.0, 1.0 / (LR * tf.reduce_max(
-          tf.abs(r) / (REL * tf.abs(old) + ABS))))
-      acc.assign(new_acc)
+      sigma = rules.clippy_scale(g, old, r, LR)
+      acc.assign_add(g * g)
       stepped = old - LR * r
       w.assign(tf.cond(sigma < 1.0,
                        lambda: stepped + LR * (1.0 - sigma) * r,
                        lambda: stepped))
 
-  out = {"Adagrad's update, written out": adagrad,
-         "Clippy's reduction alone": reduction,
+  out = {ADAGRAD: adagrad, REDUCTION: reduction,
          "one pass: sigma = 1, corrected where < 1": one_pass}
   for rule in ("naive", "clippy"):
     opt = ScaledAdagrad(LR, clipping=rule, record_diagnostics=False,
@@ -110,19 +114,22 @@ def main(argv):
            for i in range(n)]
   fns = cases(shape, n)
   times = {name: [] for name in fns}
-  for fn in fns.values():  # compile
+
+  def call(fn):
+    """fn(grads) to its end: its outputs read back (None: updates only)."""
     tf.nest.map_structure(lambda t: t.numpy() if tf.is_tensor(t) else t,
                           fn(grads))
+
+  for fn in fns.values():  # compile
+    call(fn)
   for i in range(FLAGS.calls):
     print(f"call {i + 1}/{FLAGS.calls}", flush=True)
     for name, fn in fns.items():
       start = time.perf_counter()
-      out = fn(grads)
-      tf.nest.map_structure(lambda t: t.numpy() if tf.is_tensor(t) else t,
-                            out)
+      call(fn)
       times[name].append(time.perf_counter() - start)
   ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
-  base = ms["Adagrad's update, written out"]
+  base = ms[ADAGRAD]
   mib = n * int(np.prod(shape)) * 4 / 2**20
   lines = ["# Clippy's update against Adagrad's, pass by pass", "",
            report.machine(tf.__version__), "",
@@ -133,7 +140,7 @@ def main(argv):
            "| update | ms | / Adagrad's |", "|---|---:|---:|"]
   lines += [f"| {name} | {v:.1f} | {v / base:.2f} |" for name, v in ms.items()]
   lines += ["", "Clippy's floor is Adagrad's pass plus the reduction's: "
-            f"{base + ms['Clippy' + chr(39) + 's reduction alone']:.1f} ms.",
+            f"{base + ms[REDUCTION]:.1f} ms.",
             ""]
   report.write(FLAGS.output, "\n".join(lines),
                {"shape": shape, "variables": n, "ms": ms,
